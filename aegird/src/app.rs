@@ -1,0 +1,674 @@
+//! The application layer: every use case, validated, in one place. The JSON API calls it
+//! today and the web UI will; neither reaches the store or the engine any other way.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::engine::{Engine, EngineError, PlanError};
+use crate::model::validate::{self, Invalid};
+use crate::model::*;
+use crate::store::{
+    CancelOutcome, NewReleaseRow, NewServerRow, OperationFilter, Store, StoreError,
+};
+
+/// Why a use case refused or failed. The API maps each to an HTTP status and error code.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{what} {key:?} not found")]
+    NotFound { what: &'static str, key: String },
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The request is valid but the target is not in a state that allows it.
+    #[error("{0}")]
+    InvalidState(String),
+    #[error("{0} is not available yet")]
+    NotAvailable(String),
+    /// Something broke inside; the message is logged, not shown.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => AppError::Conflict(what),
+            other => AppError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<EngineError> for AppError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Plan(PlanError::NotAvailable(what)) => AppError::NotAvailable(what),
+            EngineError::Plan(PlanError::NotFound(what)) => AppError::NotFound {
+                what: "target",
+                key: what,
+            },
+            EngineError::Plan(PlanError::Store(e)) | EngineError::Store(e) => e.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, AppError>;
+
+/// Lists return at most this many rows per page.
+pub const MAX_PAGE: i64 = 1000;
+pub const DEFAULT_PAGE: i64 = 100;
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewServer {
+    /// Unique name, e.g. "web1".
+    pub name: String,
+    pub transport: Transport,
+    /// `USER@HOST[:PORT]`, required with transport "ssh".
+    #[serde(default)]
+    pub ssh: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewCluster {
+    pub name: String,
+    /// The Kubernetes API server, e.g. https://127.0.0.1:6443.
+    pub api_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewProject {
+    pub name: String,
+    /// A git remote; give either this or `path`.
+    #[serde(default)]
+    pub git: Option<String>,
+    /// Branch, tag or commit of `git` (default: the remote's default branch).
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+    /// An existing directory holding the codebase.
+    #[serde(default)]
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRelease {
+    pub name: String,
+    pub project: String,
+    pub server: String,
+    /// Overrides the project's ref for this release.
+    #[serde(default, rename = "ref")]
+    pub git_ref: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewEnvironment {
+    /// The site's host name; internationalised names are stored in punycode.
+    pub uri: String,
+    pub release: String,
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    #[serde(default)]
+    pub redirect_aliases: bool,
+    #[serde(default = "https_off")]
+    pub https: HttpsMode,
+}
+
+fn https_off() -> HttpsMode {
+    HttpsMode::Off
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewToken {
+    pub name: String,
+}
+
+/// A token as created: the only time the secret is shown.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub token: ApiToken,
+    /// Send as `Authorization: Bearer <secret>`. It cannot be shown again.
+    pub secret: String,
+}
+
+/// Paging and search for lists.
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Rows per page (1-1000, default 100).
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    /// Only rows whose uri contains this text.
+    pub q: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct OperationQuery {
+    pub limit: Option<i64>,
+    pub offset: Option<i64>,
+    pub status: Option<OperationStatus>,
+    pub target_type: Option<TargetType>,
+    /// Target name (needs `target_type`).
+    pub target: Option<String>,
+}
+
+fn page_bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)> {
+    let limit = limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(Invalid::new("limit", format!("must be between 1 and {MAX_PAGE}")).into());
+    }
+    let offset = offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(Invalid::new("offset", "must not be negative").into());
+    }
+    Ok((limit, offset))
+}
+
+/// Hash under which a token is stored. Tokens are 256 random bits, so a fast hash is enough:
+/// no dictionary can reach them, and lookups stay cheap on every request.
+pub fn token_hash(secret: &str) -> String {
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Create an API token (used by the API and by `aegird token create`).
+pub async fn create_token(store: &Store, name: &str, now: Timestamp) -> Result<CreatedToken> {
+    let name = validate::name("name", name)?;
+    let bytes: [u8; 32] = rand::random();
+    let secret = format!(
+        "aegir_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let prefix = secret[..12].to_string();
+    let token = store
+        .insert_token(&name, &token_hash(&secret), &prefix, now)
+        .await?;
+    Ok(CreatedToken { token, secret })
+}
+
+#[derive(Clone)]
+pub struct App {
+    engine: Engine,
+}
+
+impl App {
+    pub fn new(engine: Engine) -> App {
+        App { engine }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    fn store(&self) -> &Store {
+        self.engine.store()
+    }
+
+    fn now(&self) -> Timestamp {
+        self.engine.now()
+    }
+
+    /// Whether the store answers.
+    pub async fn health(&self) -> Result<()> {
+        Ok(self.store().ping().await?)
+    }
+
+    // --- tokens
+
+    /// The token a bearer secret belongs to, if any.
+    pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>> {
+        let token = self.store().token_by_hash(&token_hash(secret)).await?;
+        if let Some(t) = &token {
+            self.store().touch_token(t.id, self.now()).await?;
+        }
+        Ok(token)
+    }
+
+    pub async fn create_token(&self, req: NewToken) -> Result<CreatedToken> {
+        create_token(self.store(), &req.name, self.now()).await
+    }
+
+    pub async fn list_tokens(&self) -> Result<Vec<ApiToken>> {
+        Ok(self.store().list_tokens().await?)
+    }
+
+    pub async fn delete_token(&self, name: &str) -> Result<()> {
+        if self.store().delete_token(name).await? {
+            Ok(())
+        } else {
+            Err(not_found("token", name))
+        }
+    }
+
+    // --- servers
+
+    pub async fn list_servers(&self) -> Result<Vec<Server>> {
+        Ok(self.store().list_servers().await?)
+    }
+
+    pub async fn server(&self, name: &str) -> Result<Server> {
+        self.store()
+            .server_by_name(name)
+            .await?
+            .ok_or_else(|| not_found("server", name))
+    }
+
+    pub async fn add_server(&self, req: NewServer) -> Result<Server> {
+        let name = validate::name("name", &req.name)?;
+        let row = match (req.transport, &req.ssh) {
+            (Transport::Local, None) => NewServerRow {
+                name,
+                transport: Transport::Local,
+                ssh_user: None,
+                ssh_host: None,
+                ssh_port: None,
+            },
+            (Transport::Local, Some(_)) => {
+                return Err(
+                    Invalid::new("ssh", "must not be given with transport \"local\"").into(),
+                )
+            }
+            (Transport::Ssh, None) => {
+                return Err(Invalid::new(
+                    "ssh",
+                    "USER@HOST[:PORT] is required with transport \"ssh\"",
+                )
+                .into())
+            }
+            (Transport::Ssh, Some(spec)) => {
+                validate::ssh_target("ssh", spec)?;
+                return Err(AppError::NotAvailable(
+                    "adding servers over SSH (it comes with the server backend)".into(),
+                ));
+            }
+        };
+        Ok(self.store().insert_server(&row, self.now()).await?)
+    }
+
+    pub async fn verify_server(&self, name: &str) -> Result<Operation> {
+        let server = self.server(name).await?;
+        let target = TargetRef {
+            target_type: TargetType::Server,
+            id: server.id,
+            name: server.name,
+        };
+        Ok(self
+            .engine
+            .enqueue(
+                OperationKind::ServerVerify,
+                target,
+                serde_json::json!({}),
+                None,
+            )
+            .await?)
+    }
+
+    // --- clusters
+
+    pub async fn list_clusters(&self) -> Result<Vec<Cluster>> {
+        Ok(self.store().list_clusters().await?)
+    }
+
+    pub async fn cluster(&self, name: &str) -> Result<Cluster> {
+        self.store()
+            .cluster_by_name(name)
+            .await?
+            .ok_or_else(|| not_found("cluster", name))
+    }
+
+    pub async fn add_cluster(&self, req: NewCluster) -> Result<Cluster> {
+        let name = validate::name("name", &req.name)?;
+        let url = validate::http_url("api_url", &req.api_url)?;
+        Ok(self.store().insert_cluster(&name, &url, self.now()).await?)
+    }
+
+    pub async fn verify_cluster(&self, name: &str) -> Result<Operation> {
+        self.cluster(name).await?;
+        Err(AppError::NotAvailable(
+            "verifying clusters (it comes with the Kubernetes backend)".into(),
+        ))
+    }
+
+    // --- projects
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
+        Ok(self.store().list_projects().await?)
+    }
+
+    pub async fn project(&self, name: &str) -> Result<Project> {
+        self.store()
+            .project_by_name(name)
+            .await?
+            .ok_or_else(|| not_found("project", name))
+    }
+
+    pub async fn add_project(&self, req: NewProject) -> Result<Project> {
+        let name = validate::name("name", &req.name)?;
+        let (source, git, git_ref, path) = match (&req.git, &req.path) {
+            (Some(url), None) => {
+                let url = validate::git_url("git", url)?;
+                let r = req
+                    .git_ref
+                    .as_deref()
+                    .map(|r| validate::git_ref("ref", r))
+                    .transpose()?;
+                (ProjectSource::Git, Some(url), r, None)
+            }
+            (None, Some(p)) => {
+                if req.git_ref.is_some() {
+                    return Err(Invalid::new("ref", "only applies to git projects").into());
+                }
+                (
+                    ProjectSource::Path,
+                    None,
+                    None,
+                    Some(validate::abs_path("path", p)?),
+                )
+            }
+            (Some(_), Some(_)) => {
+                return Err(Invalid::new("path", "give either git or path, not both").into())
+            }
+            (None, None) => return Err(Invalid::new("git", "give either git or path").into()),
+        };
+        Ok(self
+            .store()
+            .insert_project(
+                &name,
+                source,
+                git.as_deref(),
+                git_ref.as_deref(),
+                path.as_deref(),
+                self.now(),
+            )
+            .await?)
+    }
+
+    // --- releases
+
+    pub async fn list_releases(&self) -> Result<Vec<Release>> {
+        Ok(self.store().list_releases().await?)
+    }
+
+    pub async fn release(&self, name: &str) -> Result<Release> {
+        self.store()
+            .release_by_name(name)
+            .await?
+            .ok_or_else(|| not_found("release", name))
+    }
+
+    /// Record a release of a project on a server. Building its codebase there is the server
+    /// backend's release verify.
+    pub async fn create_release(&self, req: NewRelease) -> Result<Release> {
+        let name = validate::name("name", &req.name)?;
+        let git_ref = req
+            .git_ref
+            .as_deref()
+            .map(|r| validate::git_ref("ref", r))
+            .transpose()?;
+        let project = self
+            .store()
+            .project_by_name(&req.project)
+            .await?
+            .ok_or_else(|| {
+                Invalid::new("project", format!("no project named {:?}", req.project))
+            })?;
+        let server = self
+            .store()
+            .server_by_name(&req.server)
+            .await?
+            .ok_or_else(|| Invalid::new("server", format!("no server named {:?}", req.server)))?;
+        if git_ref.is_some() && project.source != ProjectSource::Git {
+            return Err(Invalid::new("ref", "only applies to releases of git projects").into());
+        }
+        let row = NewReleaseRow {
+            name,
+            project_id: project.id,
+            server_id: Some(server.id),
+            git_ref: git_ref.or(project.git_ref.clone()),
+            // A path project's release is that directory; a git one gets its own directory
+            // when the server backend builds it.
+            path: project.path.clone(),
+        };
+        Ok(self.store().insert_release(&row, self.now()).await?)
+    }
+
+    pub async fn verify_release(&self, name: &str) -> Result<Operation> {
+        self.release(name).await?;
+        Err(AppError::NotAvailable(
+            "verifying releases (it comes with the server backend)".into(),
+        ))
+    }
+
+    // --- environments
+
+    pub async fn list_environments(&self, q: ListQuery) -> Result<Page<Environment>> {
+        let (limit, offset) = page_bounds(q.limit, q.offset)?;
+        let search = q.q.as_deref().filter(|s| !s.is_empty());
+        if let Some(s) = search {
+            if s.len() > 253 {
+                return Err(Invalid::new("q", "must be at most 253 characters").into());
+            }
+        }
+        Ok(self
+            .store()
+            .list_environments(search, limit, offset)
+            .await?)
+    }
+
+    pub async fn environment(&self, uri: &str) -> Result<Environment> {
+        // Accept the Unicode form of an internationalised name too.
+        let key = validate::hostname("uri", uri).unwrap_or_else(|_| uri.to_string());
+        self.store()
+            .environment_by_uri(&key)
+            .await?
+            .ok_or_else(|| not_found("environment", uri))
+    }
+
+    /// Validate a new environment completely; installing it comes with the server backend,
+    /// so for now a valid request is answered "not available yet" and nothing is written.
+    pub async fn create_environment(&self, req: NewEnvironment) -> Result<Environment> {
+        let uri = validate::hostname("uri", &req.uri)?;
+        let mut aliases = Vec::new();
+        for (i, a) in req.aliases.iter().enumerate() {
+            let field = format!("aliases[{i}]");
+            let a = validate::hostname(&field, a)?;
+            if a == uri || aliases.contains(&a) {
+                return Err(Invalid::new(field, format!("{a:?} is given twice")).into());
+            }
+            aliases.push(a);
+        }
+        if aliases.len() > 100 {
+            return Err(Invalid::new("aliases", "at most 100 aliases").into());
+        }
+        let release = self
+            .store()
+            .release_by_name(&req.release)
+            .await?
+            .ok_or_else(|| {
+                Invalid::new("release", format!("no release named {:?}", req.release))
+            })?;
+        if release.locked {
+            return Err(AppError::InvalidState(format!(
+                "release {:?} is locked and accepts no new environments",
+                release.name
+            )));
+        }
+        if self.store().environment_by_uri(&uri).await?.is_some() {
+            return Err(AppError::Conflict(format!("environment {uri:?}")));
+        }
+        Err(AppError::NotAvailable(
+            "installing environments (it comes with the server backend)".into(),
+        ))
+    }
+
+    /// Operations on an environment that need a backend still to come.
+    pub async fn environment_action(&self, uri: &str, action: EnvAction) -> Result<Operation> {
+        self.environment(uri).await?;
+        Err(AppError::NotAvailable(format!(
+            "environment {} (it comes with {})",
+            action.as_str(),
+            action.arrives_with()
+        )))
+    }
+
+    // --- operations
+
+    pub async fn list_operations(&self, q: OperationQuery) -> Result<Page<Operation>> {
+        let (limit, offset) = page_bounds(q.limit, q.offset)?;
+        let target = match (q.target_type, &q.target) {
+            (None, None) => None,
+            (None, Some(_)) => {
+                return Err(Invalid::new("target_type", "is required with target").into())
+            }
+            (Some(t), None) => {
+                return Err(Invalid::new("target", format!("name the {t} to filter on")).into())
+            }
+            (Some(t), Some(name)) => Some((t, self.target_id(t, name).await?)),
+        };
+        Ok(self
+            .store()
+            .list_operations(&OperationFilter {
+                status: q.status,
+                target,
+                limit,
+                offset,
+            })
+            .await?)
+    }
+
+    async fn target_id(&self, t: TargetType, name: &str) -> Result<Id> {
+        Ok(match t {
+            TargetType::Server => self.server(name).await?.id,
+            TargetType::Cluster => self.cluster(name).await?.id,
+            TargetType::Project => self.project(name).await?.id,
+            TargetType::Release => self.release(name).await?.id,
+            TargetType::Environment => self.environment(name).await?.id,
+            TargetType::Backup => name
+                .parse()
+                .map_err(|_| Invalid::new("target", "a backup is named by its id"))?,
+        })
+    }
+
+    pub async fn operation(&self, id: Id) -> Result<OperationDetail> {
+        let operation = self
+            .store()
+            .operation(id)
+            .await?
+            .ok_or_else(|| not_found("operation", &id.to_string()))?;
+        let tasks = self.store().tasks(id).await?;
+        Ok(OperationDetail { operation, tasks })
+    }
+
+    pub async fn operation_logs(&self, id: Id, after: Id, limit: i64) -> Result<Vec<LogLine>> {
+        self.operation(id).await?;
+        Ok(self.store().logs_after(id, after, limit).await?)
+    }
+
+    pub async fn cancel_operation(&self, id: Id) -> Result<OperationDetail> {
+        match self.store().request_cancel(id, self.now()).await? {
+            CancelOutcome::Cancelled | CancelOutcome::Requested => {
+                self.engine.signal_cancel(id);
+                self.operation(id).await
+            }
+            CancelOutcome::AlreadyFinished(s) => Err(AppError::InvalidState(format!(
+                "operation {id} has already ended ({s})"
+            ))),
+            CancelOutcome::NotFound => Err(not_found("operation", &id.to_string())),
+        }
+    }
+
+    /// Aegir 3's Retry button: a new operation, linked to the one that did not succeed.
+    pub async fn retry_operation(&self, id: Id) -> Result<Operation> {
+        let op = self.operation(id).await?.operation;
+        if !matches!(
+            op.status,
+            OperationStatus::Failed | OperationStatus::Cancelled | OperationStatus::Interrupted
+        ) {
+            return Err(AppError::InvalidState(format!(
+                "operation {id} is {}; only failed, cancelled or interrupted ones can be retried",
+                op.status
+            )));
+        }
+        Ok(self
+            .engine
+            .enqueue(op.kind, op.target, op.params, Some(op.id))
+            .await?)
+    }
+
+    // --- backups
+
+    pub async fn list_backups(&self, environment: Option<&str>) -> Result<Vec<Backup>> {
+        let env_id = match environment {
+            Some(uri) => Some(self.environment(uri).await?.id),
+            None => None,
+        };
+        Ok(self.store().list_backups(env_id).await?)
+    }
+
+    pub async fn backup(&self, id: Id) -> Result<Backup> {
+        self.store()
+            .backup_by_id(id)
+            .await?
+            .ok_or_else(|| not_found("backup", &id.to_string()))
+    }
+
+    pub async fn backup_action(&self, id: Id, action: &str) -> Result<Operation> {
+        self.backup(id).await?;
+        Err(AppError::NotAvailable(format!(
+            "backup {action} (it comes with the backups work)"
+        )))
+    }
+}
+
+fn not_found(what: &'static str, key: &str) -> AppError {
+    AppError::NotFound {
+        what,
+        key: key.to_string(),
+    }
+}
+
+/// Environment operations whose backends are still to come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EnvAction {
+    Verify,
+    Disable,
+    Enable,
+    Delete,
+    Login,
+    Backup,
+    Restore,
+    Clone,
+    Migrate,
+}
+
+impl EnvAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EnvAction::Verify => "verify",
+            EnvAction::Disable => "disable",
+            EnvAction::Enable => "enable",
+            EnvAction::Delete => "delete",
+            EnvAction::Login => "login",
+            EnvAction::Backup => "backup",
+            EnvAction::Restore => "restore",
+            EnvAction::Clone => "clone",
+            EnvAction::Migrate => "migrate",
+        }
+    }
+    fn arrives_with(self) -> &'static str {
+        match self {
+            EnvAction::Backup | EnvAction::Restore | EnvAction::Clone => "the backups work",
+            _ => "the server backend",
+        }
+    }
+}

@@ -1,0 +1,808 @@
+//! The `aegir` command-line client: every operation over the JSON API, readable tables by
+//! default and `--json` for scripts.
+
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Value};
+
+use super::http::{Client, ClientError};
+use super::table::{print_kv, print_table};
+use crate::model::*;
+
+/// Exit codes, as documented in `--help`.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The operation ran and did not succeed (failed, cancelled or interrupted).
+    pub const OPERATION_FAILED: u8 = 1;
+    /// Bad usage (clap uses 2 as well).
+    pub const USAGE: u8 = 2;
+    /// aegird refused the request (bad input, not found, conflict, not allowed).
+    pub const REFUSED: u8 = 3;
+    /// The feature is not available yet in this version.
+    pub const NOT_AVAILABLE: u8 = 4;
+    /// aegird could not be reached or answered with an internal error.
+    pub const UNREACHABLE: u8 = 5;
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aegir",
+    version,
+    about = "Command-line client for the Aegir hosting control plane (aegird)",
+    after_help = "Environment: AEGIR_URL (default http://127.0.0.1:7270), AEGIR_TOKEN \
+        (create one on the daemon's host with `aegird token create --name NAME`).\n\n\
+        Exit codes: 0 success; 1 the operation did not succeed; 2 bad usage; 3 aegird refused \
+        the request; 4 not available yet; 5 aegird unreachable or broken.\n\n\
+        Examples:\n  aegir server add local --local\n  aegir server verify local --wait\n  \
+        aegir server show local --json\n  aegir op logs 12 --follow"
+)]
+pub struct Cli {
+    /// Base URL of aegird.
+    #[arg(
+        long,
+        env = "AEGIR_URL",
+        default_value = "http://127.0.0.1:7270",
+        global = true
+    )]
+    pub url: String,
+    /// API token.
+    #[arg(long, env = "AEGIR_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone, Copy)]
+pub struct Wait {
+    /// Stream the operation's log until it ends; exit 0 only if it succeeded.
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Hosts that run sites.
+    #[command(subcommand)]
+    Server(ServerCmd),
+    /// Kubernetes clusters.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Codebase sources (git repositories or directories).
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// Immutable snapshots of a project on a server (Aegir 3 platforms).
+    #[command(subcommand)]
+    Release(ReleaseCmd),
+    /// Running sites (Aegir 3 sites).
+    #[command(subcommand, name = "env")]
+    Env(EnvCmd),
+    /// Operations and their logs (Aegir 3 tasks).
+    #[command(subcommand, name = "op")]
+    Op(OpCmd),
+    /// Backups of environments.
+    #[command(subcommand)]
+    Backup(BackupCmd),
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServerCmd {
+    /// Record a server.
+    Add {
+        name: String,
+        /// The host aegird runs on.
+        #[arg(long, conflicts_with = "ssh", required_unless_present = "ssh")]
+        local: bool,
+        /// Reach it over SSH as USER@HOST[:PORT].
+        #[arg(long, value_name = "USER@HOST[:PORT]")]
+        ssh: Option<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    /// Detect the OS, web server, PHP-FPM and database server and record them.
+    Verify {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCmd {
+    Add {
+        name: String,
+        #[arg(long, value_name = "URL")]
+        api_url: String,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Verify {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCmd {
+    Add {
+        name: String,
+        #[arg(long, conflicts_with = "path", required_unless_present = "path")]
+        git: Option<String>,
+        #[arg(long = "ref", requires = "git", value_name = "REF")]
+        git_ref: Option<String>,
+        #[arg(long, value_name = "DIR")]
+        path: Option<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReleaseCmd {
+    Create {
+        name: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        server: String,
+        #[arg(long = "ref", value_name = "REF")]
+        git_ref: Option<String>,
+    },
+    List,
+    Show {
+        name: String,
+    },
+    Verify {
+        name: String,
+        #[command(flatten)]
+        wait: Wait,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EnvCmd {
+    /// Install a new environment.
+    Create {
+        uri: String,
+        #[arg(long)]
+        release: String,
+        #[arg(long = "alias", value_name = "HOST")]
+        aliases: Vec<String>,
+        /// Redirect aliases to the uri (301) instead of serving them.
+        #[arg(long)]
+        redirect_aliases: bool,
+        #[arg(long, value_enum, default_value = "off")]
+        https: HttpsArg,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    List {
+        /// Only environments whose uri contains this.
+        #[arg(long)]
+        search: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: i64,
+        #[arg(long, default_value_t = 0)]
+        offset: i64,
+    },
+    Show {
+        uri: String,
+    },
+    Verify(EnvTarget),
+    Disable(EnvTarget),
+    Enable(EnvTarget),
+    Delete(EnvTarget),
+    /// A one-time login link.
+    Login(EnvTarget),
+    Backup(EnvTarget),
+    Restore(EnvTarget),
+    Clone(EnvTarget),
+    Migrate(EnvTarget),
+}
+
+#[derive(Debug, Args)]
+pub struct EnvTarget {
+    uri: String,
+    #[command(flatten)]
+    wait: Wait,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum HttpsArg {
+    Off,
+    On,
+    Required,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OpCmd {
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    Show {
+        id: i64,
+    },
+    /// Print an operation's log.
+    Logs {
+        id: i64,
+        /// Keep streaming until the operation ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Run a failed, cancelled or interrupted operation again.
+    Retry {
+        id: i64,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    Cancel {
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCmd {
+    List {
+        #[arg(long = "env", value_name = "URI")]
+        environment: Option<String>,
+    },
+    Show {
+        id: i64,
+    },
+    Verify {
+        id: i64,
+    },
+    Delete {
+        id: i64,
+    },
+    Download {
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    List,
+    /// Create a token and print it (shown only this once).
+    Create {
+        name: String,
+    },
+    Revoke {
+        name: String,
+    },
+}
+
+/// Run the parsed command line and give the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let Some(token) = cli.token.clone().filter(|t| !t.is_empty()) else {
+        eprintln!(
+            "aegir: no API token; pass --token or set AEGIR_TOKEN \
+             (create one with `aegird token create --name NAME`)"
+        );
+        return ExitCode::from(exit::USAGE);
+    };
+    let client = Client::new(&cli.url, &token);
+    let out = Out { json: cli.json };
+    match dispatch(&client, &out, cli.command).await {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let code = match &e {
+                ClientError::Api { status, .. } if status.as_u16() == 501 => exit::NOT_AVAILABLE,
+                ClientError::Api { status, .. } if status.is_client_error() => exit::REFUSED,
+                _ => exit::UNREACHABLE,
+            };
+            match (&e, out.json) {
+                (ClientError::Api { body, .. }, true) => {
+                    eprintln!("{}", serde_json::to_string_pretty(body).unwrap_or_default())
+                }
+                _ => eprintln!("aegir: {e}"),
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    fn value(&self, v: &Value, human: impl FnOnce(&Value)) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else {
+            human(v);
+        }
+    }
+}
+
+type Res = Result<u8, ClientError>;
+
+async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
+    match cmd {
+        Command::Server(cmd) => match cmd {
+            ServerCmd::Add { name, local, ssh } => {
+                let body = if local {
+                    json!({ "name": name, "transport": "local" })
+                } else {
+                    json!({ "name": name, "transport": "ssh", "ssh": ssh })
+                };
+                let v: Value = c.post("/servers", &body).await?;
+                out.value(&v, show_server);
+                Ok(exit::OK)
+            }
+            ServerCmd::List => {
+                let v: Value = c.get("/servers").await?;
+                out.value(&v, |v| {
+                    table(
+                        v,
+                        &["name", "transport", "status", "verified_at"],
+                        |s, col| str_of(&s[col]),
+                    )
+                });
+                Ok(exit::OK)
+            }
+            ServerCmd::Show { name } => {
+                let v: Value = c.get(&format!("/servers/{}", seg(&name))).await?;
+                out.value(&v, show_server);
+                Ok(exit::OK)
+            }
+            ServerCmd::Verify { name, wait } => {
+                let op: Value = c
+                    .post(&format!("/servers/{}/verify", seg(&name)), &json!({}))
+                    .await?;
+                started(c, out, op, wait).await
+            }
+        },
+        Command::Cluster(cmd) => match cmd {
+            ClusterCmd::Add { name, api_url } => {
+                let v: Value = c
+                    .post("/clusters", &json!({ "name": name, "api_url": api_url }))
+                    .await?;
+                out.value(&v, |v| print_kv(&flat(v)));
+                Ok(exit::OK)
+            }
+            ClusterCmd::List => list(c, out, "/clusters", &["name", "api_url", "status"]).await,
+            ClusterCmd::Show { name } => show(c, out, &format!("/clusters/{}", seg(&name))).await,
+            ClusterCmd::Verify { name, wait } => {
+                let op: Value = c
+                    .post(&format!("/clusters/{}/verify", seg(&name)), &json!({}))
+                    .await?;
+                started(c, out, op, wait).await
+            }
+        },
+        Command::Project(cmd) => match cmd {
+            ProjectCmd::Add {
+                name,
+                git,
+                git_ref,
+                path,
+            } => {
+                let v: Value = c
+                    .post(
+                        "/projects",
+                        &json!({ "name": name, "git": git, "ref": git_ref, "path": path }),
+                    )
+                    .await?;
+                out.value(&v, |v| print_kv(&flat(v)));
+                Ok(exit::OK)
+            }
+            ProjectCmd::List => {
+                list(
+                    c,
+                    out,
+                    "/projects",
+                    &["name", "source", "git_url", "git_ref", "path"],
+                )
+                .await
+            }
+            ProjectCmd::Show { name } => show(c, out, &format!("/projects/{}", seg(&name))).await,
+        },
+        Command::Release(cmd) => match cmd {
+            ReleaseCmd::Create {
+                name,
+                project,
+                server,
+                git_ref,
+            } => {
+                let v: Value = c
+                    .post(
+                        "/releases",
+                        &json!({ "name": name, "project": project, "server": server, "ref": git_ref }),
+                    )
+                    .await?;
+                out.value(&v, |v| print_kv(&flat(v)));
+                Ok(exit::OK)
+            }
+            ReleaseCmd::List => {
+                list(
+                    c,
+                    out,
+                    "/releases",
+                    &[
+                        "name",
+                        "project",
+                        "server",
+                        "app_kind",
+                        "app_version",
+                        "status",
+                        "locked",
+                    ],
+                )
+                .await
+            }
+            ReleaseCmd::Show { name } => show(c, out, &format!("/releases/{}", seg(&name))).await,
+            ReleaseCmd::Verify { name, wait } => {
+                let op: Value = c
+                    .post(&format!("/releases/{}/verify", seg(&name)), &json!({}))
+                    .await?;
+                started(c, out, op, wait).await
+            }
+        },
+        Command::Env(cmd) => env(c, out, cmd).await,
+        Command::Op(cmd) => match cmd {
+            OpCmd::List { status, limit } => {
+                let mut path = format!("/operations?limit={limit}");
+                if let Some(s) = status {
+                    path.push_str(&format!("&status={}", seg(&s)));
+                }
+                let v: Value = c.get(&path).await?;
+                out.value(&v, |v| {
+                    table(
+                        &v["items"],
+                        &[
+                            "id",
+                            "kind",
+                            "target",
+                            "status",
+                            "created_at",
+                            "finished_at",
+                        ],
+                        |o, col| match col {
+                            "target" => format!(
+                                "{} {}",
+                                str_of(&o["target"]["type"]),
+                                str_of(&o["target"]["name"])
+                            ),
+                            _ => str_of(&o[col]),
+                        },
+                    )
+                });
+                Ok(exit::OK)
+            }
+            OpCmd::Show { id } => {
+                let v: Value = c.get(&format!("/operations/{id}")).await?;
+                out.value(&v, show_operation);
+                Ok(exit::OK)
+            }
+            OpCmd::Logs { id, follow } => {
+                let detail: Value = c.get(&format!("/operations/{id}")).await?;
+                if follow {
+                    return follow_op(c, out, &detail).await;
+                }
+                let lines: Value = c.get(&format!("/operations/{id}/logs")).await?;
+                out.value(&lines, |v| {
+                    for l in v.as_array().into_iter().flatten() {
+                        println!("{}", log_text(l, &detail));
+                    }
+                });
+                Ok(exit::OK)
+            }
+            OpCmd::Retry { id, wait } => {
+                let op: Value = c
+                    .post(&format!("/operations/{id}/retry"), &json!({}))
+                    .await?;
+                started(c, out, op, wait).await
+            }
+            OpCmd::Cancel { id } => {
+                let v: Value = c
+                    .post(&format!("/operations/{id}/cancel"), &json!({}))
+                    .await?;
+                out.value(&v, show_operation);
+                Ok(exit::OK)
+            }
+        },
+        Command::Backup(cmd) => match cmd {
+            BackupCmd::List { environment } => {
+                let path = match environment {
+                    Some(e) => format!("/backups?environment={}", seg(&e)),
+                    None => "/backups".into(),
+                };
+                list(
+                    c,
+                    out,
+                    &path,
+                    &["id", "environment", "status", "size", "created_at"],
+                )
+                .await
+            }
+            BackupCmd::Show { id } => show(c, out, &format!("/backups/{id}")).await,
+            BackupCmd::Verify { id } => {
+                let op: Value = c.post(&format!("/backups/{id}/verify"), &json!({})).await?;
+                started(c, out, op, Wait { wait: false }).await
+            }
+            BackupCmd::Delete { id } => {
+                c.delete(&format!("/backups/{id}")).await?;
+                Ok(exit::OK)
+            }
+            BackupCmd::Download { id } => {
+                let _: Value = c.get(&format!("/backups/{id}/download")).await?;
+                Ok(exit::OK)
+            }
+        },
+        Command::Token(cmd) => match cmd {
+            TokenCmd::List => {
+                list(
+                    c,
+                    out,
+                    "/tokens",
+                    &["name", "prefix", "created_at", "last_used_at"],
+                )
+                .await
+            }
+            TokenCmd::Create { name } => {
+                let v: Value = c.post("/tokens", &json!({ "name": name })).await?;
+                out.value(&v, |v| println!("{}", str_of(&v["secret"])));
+                Ok(exit::OK)
+            }
+            TokenCmd::Revoke { name } => {
+                c.delete(&format!("/tokens/{}", seg(&name))).await?;
+                if !out.json {
+                    println!("revoked {name}");
+                }
+                Ok(exit::OK)
+            }
+        },
+    }
+}
+
+async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
+    let action = |t: EnvTarget, action: &str| (t, action.to_string());
+    let (target, name) = match cmd {
+        EnvCmd::Create {
+            uri,
+            release,
+            aliases,
+            redirect_aliases,
+            https,
+            wait,
+        } => {
+            let https = match https {
+                HttpsArg::Off => "off",
+                HttpsArg::On => "on",
+                HttpsArg::Required => "required",
+            };
+            let op: Value = c
+                .post(
+                    "/environments",
+                    &json!({ "uri": uri, "release": release, "aliases": aliases,
+                             "redirect_aliases": redirect_aliases, "https": https }),
+                )
+                .await?;
+            return started(c, out, op, wait).await;
+        }
+        EnvCmd::List {
+            search,
+            limit,
+            offset,
+        } => {
+            let mut path = format!("/environments?limit={limit}&offset={offset}");
+            if let Some(q) = search {
+                path.push_str(&format!("&q={}", seg(&q)));
+            }
+            let v: Value = c.get(&path).await?;
+            out.value(&v, |v| {
+                table(
+                    &v["items"],
+                    &["uri", "release", "server", "status", "https"],
+                    |e, col| str_of(&e[col]),
+                );
+                let shown = v["items"].as_array().map_or(0, |a| a.len());
+                if v["total"].as_i64().unwrap_or(0) > shown as i64 {
+                    println!("({} of {}; use --offset for more)", shown, v["total"]);
+                }
+            });
+            return Ok(exit::OK);
+        }
+        EnvCmd::Show { uri } => return show(c, out, &format!("/environments/{}", seg(&uri))).await,
+        EnvCmd::Verify(t) => action(t, "verify"),
+        EnvCmd::Disable(t) => action(t, "disable"),
+        EnvCmd::Enable(t) => action(t, "enable"),
+        EnvCmd::Delete(t) => action(t, "delete"),
+        EnvCmd::Login(t) => action(t, "login"),
+        EnvCmd::Backup(t) => action(t, "backup"),
+        EnvCmd::Restore(t) => action(t, "restore"),
+        EnvCmd::Clone(t) => action(t, "clone"),
+        EnvCmd::Migrate(t) => action(t, "migrate"),
+    };
+    let op: Value = c
+        .post(
+            &format!("/environments/{}/{name}", seg(&target.uri)),
+            &json!({}),
+        )
+        .await?;
+    started(c, out, op, target.wait).await
+}
+
+/// An operation was queued: print it, or follow it with `--wait`.
+async fn started(c: &Client, out: &Out, op: Value, wait: Wait) -> Res {
+    let id = op["id"].as_i64().unwrap_or_default();
+    if !wait.wait {
+        out.value(&op, |_| {
+            println!("operation {id} queued; follow it with: aegir op logs {id} --follow")
+        });
+        return Ok(exit::OK);
+    }
+    if !out.json {
+        eprintln!("operation {id} queued");
+    }
+    let detail: Value = c.get(&format!("/operations/{id}")).await?;
+    follow_op(c, out, &detail).await
+}
+
+/// Stream the log until the end; exit code from the final status.
+async fn follow_op(c: &Client, out: &Out, detail: &Value) -> Res {
+    let id = detail["id"].as_i64().unwrap_or_default();
+    let json_mode = out.json;
+    let end = c
+        .follow(id, |event, data| {
+            if event == "log" {
+                if let Ok(line) = serde_json::from_str::<Value>(data) {
+                    let text = log_text(&line, detail);
+                    // With --json, stdout carries only the final JSON document.
+                    if json_mode {
+                        eprintln!("{text}");
+                    } else {
+                        println!("{text}");
+                    }
+                }
+            }
+        })
+        .await?;
+    let end: Value = serde_json::from_str(&end).unwrap_or(Value::Null);
+    let status = str_of(&end["status"]);
+    out.value(&end, |v| {
+        let err = v["error"]
+            .as_str()
+            .map(|e| format!(": {e}"))
+            .unwrap_or_default();
+        println!("operation {id} {status}{err}");
+    });
+    Ok(if status == OperationStatus::Succeeded.as_str() {
+        exit::OK
+    } else {
+        exit::OPERATION_FAILED
+    })
+}
+
+fn log_text(line: &Value, detail: &Value) -> String {
+    let ts = str_of(&line["ts"]);
+    let time = ts.get(11..23).unwrap_or(&ts);
+    let task = line["task_seq"]
+        .as_i64()
+        .and_then(|seq| {
+            detail["tasks"]
+                .as_array()?
+                .iter()
+                .find(|t| t["seq"].as_i64() == Some(seq))
+                .map(|t| str_of(&t["name"]))
+        })
+        .unwrap_or_else(|| "-".into());
+    let level = str_of(&line["level"]);
+    let mark = match level.as_str() {
+        "command" => "$ ",
+        "warning" => "warning: ",
+        "error" => "error: ",
+        _ => "",
+    };
+    format!("{time}  {task:<16} {mark}{}", str_of(&line["message"]))
+}
+
+async fn list(c: &Client, out: &Out, path: &str, cols: &[&str]) -> Res {
+    let v: Value = c.get(path).await?;
+    out.value(&v, |v| table(v, cols, |row, col| str_of(&row[col])));
+    Ok(exit::OK)
+}
+
+async fn show(c: &Client, out: &Out, path: &str) -> Res {
+    let v: Value = c.get(path).await?;
+    out.value(&v, |v| print_kv(&flat(v)));
+    Ok(exit::OK)
+}
+
+fn table(rows: &Value, cols: &[&str], cell: impl Fn(&Value, &str) -> String) {
+    let rows: Vec<Vec<String>> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| cols.iter().map(|c| cell(r, c)).collect())
+        .collect();
+    print_table(cols, &rows);
+}
+
+fn show_server(v: &Value) {
+    let mut kv = vec![
+        ("name".to_string(), str_of(&v["name"])),
+        ("transport".to_string(), str_of(&v["transport"])),
+        ("status".to_string(), str_of(&v["status"])),
+        ("verified_at".to_string(), str_of(&v["verified_at"])),
+    ];
+    let svc = &v["services"];
+    kv.push(("os".into(), str_of(&svc["os"])));
+    for (label, key) in [("http", "http"), ("php-fpm", "php_fpm"), ("database", "db")] {
+        let items: Vec<String> = svc[key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| format!("{} {}", str_of(&s["name"]), str_of(&s["version"])))
+            .collect();
+        kv.push((label.into(), items.join(", ")));
+    }
+    print_kv(&kv);
+}
+
+fn show_operation(v: &Value) {
+    let mut kv = flat(v);
+    kv.retain(|(k, _)| k != "tasks" && k != "params");
+    print_kv(&kv);
+    println!();
+    table(
+        &v["tasks"],
+        &["seq", "name", "status", "error"],
+        |t, col| str_of(&t[col]),
+    );
+}
+
+/// Top-level fields as key/value pairs, nested values as compact JSON.
+fn flat(v: &Value) -> Vec<(String, String)> {
+    v.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), str_of(v)))
+        .collect()
+}
+
+fn str_of(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Array(a) if a.iter().all(|x| x.is_string()) => a
+            .iter()
+            .filter_map(|x| x.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        Value::Object(o) if o.contains_key("type") && o.contains_key("name") => {
+            format!("{} {}", str_of(&o["type"]), str_of(&o["name"]))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Percent-encode a path segment or query value.
+fn seg(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

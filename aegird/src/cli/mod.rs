@@ -1,0 +1,8 @@
+//! Command lines: `aegird` (daemon and store administration) and `aegir` (the API client).
+
+pub mod aegir;
+pub mod aegird;
+mod http;
+mod table;
+
+pub use http::{Client, ClientError};

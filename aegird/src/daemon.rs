@@ -1,0 +1,210 @@
+//! A running aegird: opens the store, starts the engine and the HTTP server, talks to systemd
+//! (readiness, watchdog, journald) and shuts down cleanly on SIGTERM.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::api;
+use crate::app::App;
+use crate::backend::HostPlanner;
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::engine::{Engine, Planner};
+use crate::store::Store;
+
+/// Log to journald when systemd started us with stderr on the journal, else readable lines on
+/// stderr. `RUST_LOG` filters either way (default: info).
+pub fn init_logging() {
+    if systemd_journal_logger::connected_to_journal() {
+        if let Ok(logger) = systemd_journal_logger::JournalLog::new() {
+            if logger.install().is_ok() {
+                // tracing events become `log` records when no subscriber is set.
+                let level = std::env::var("RUST_LOG")
+                    .ok()
+                    .and_then(|l| l.parse().ok())
+                    .unwrap_or(log::LevelFilter::Info);
+                log::set_max_level(level);
+                return;
+            }
+        }
+    }
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Make the state directory (owner-only: it holds the store and secrets) and open the store.
+pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
+    ensure_private_dir(&cfg.state_dir)?;
+    Store::open(&cfg.database_url)
+        .await
+        .with_context(|| format!("cannot open the store ({})", redact(&cfg.database_url)))
+}
+
+fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+    } else {
+        let mode = std::fs::metadata(dir)?.permissions().mode();
+        if mode & 0o007 != 0 {
+            tracing::warn!(
+                "state directory {} is readable by others (mode {:o}); it holds secrets",
+                dir.display(),
+                mode & 0o777
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `aegird serve`: run until SIGTERM or SIGINT.
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let store = open_store(&cfg).await?;
+    let listener = TcpListener::bind(cfg.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        "aegird listening on http://{addr}/ (state in {}, store {})",
+        cfg.state_dir.display(),
+        redact(&cfg.database_url)
+    );
+    if !store.has_tokens().await? {
+        tracing::info!(
+            "no API token exists yet; create one with: aegird token create --name admin --state-dir {}",
+            cfg.state_dir.display()
+        );
+    }
+    let planner: Arc<dyn Planner> = Arc::new(HostPlanner::default());
+    launch(
+        store,
+        Arc::new(SystemClock),
+        planner,
+        &cfg,
+        listener,
+        shutdown_signal(),
+    )
+    .await
+}
+
+/// Run the engine and HTTP server on `listener` until `shutdown` resolves. Tests call this
+/// with a listener on port 0 and their own planner and clock.
+pub async fn launch(
+    store: Store,
+    clock: SharedClock,
+    planner: Arc<dyn Planner>,
+    cfg: &Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let engine = Engine::new(
+        store.clone(),
+        clock,
+        planner,
+        cfg.engine.clone(),
+        &cfg.node_name,
+    );
+    let app = App::new(engine.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
+    let http =
+        axum::serve(listener, api::router(app)).with_graceful_shutdown(stopped(stop_rx.clone()));
+    let http_task = tokio::spawn(async move { http.await });
+
+    notify_ready();
+    let watchdog = tokio::spawn(watchdog_loop());
+    shutdown.await;
+    tracing::info!("shutting down: no new operations are started");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    let _ = stop_tx.send(true);
+    // The engine's own timeout bounds this; the HTTP server ends when its streams do.
+    engine_task.await.context("engine task")?;
+    match tokio::time::timeout(Duration::from_secs(5), http_task).await {
+        Ok(r) => r.context("http task")??,
+        Err(_) => tracing::warn!("HTTP connections still open after 5 s; closing them"),
+    }
+    watchdog.abort();
+    store.close().await;
+    tracing::info!("aegird stopped");
+    Ok(())
+}
+
+fn notify_ready() {
+    // A no-op unless systemd set NOTIFY_SOCKET.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "cannot notify systemd of readiness");
+    }
+}
+
+/// Ping systemd's watchdog at half its interval, when it has one.
+async fn watchdog_loop() {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return;
+    }
+    let every = Duration::from_micros(usec / 2);
+    loop {
+        let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        tokio::time::sleep(every).await;
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn hides_passwords() {
+        assert_eq!(
+            redact("postgres://aegir:s3cret@db:5432/aegir"),
+            "postgres://aegir:***@db:5432/aegir"
+        );
+        assert_eq!(
+            redact("postgres://aegir@db/aegir"),
+            "postgres://aegir@db/aegir"
+        );
+        assert_eq!(redact("sqlite:///x/aegir.db"), "sqlite:///x/aegir.db");
+    }
+}

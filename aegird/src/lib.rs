@@ -1,0 +1,18 @@
+//! aegird: the Aegir hosting control plane as a library, wired by the `aegird` and `aegir` binaries.
+//!
+//! The modules follow the architecture's boundaries (see ARCHITECTURE.md): `model` holds the
+//! domain types and edge validation, `store` is the only code that speaks SQL, `engine` runs
+//! operations, `backend` reaches hosts, `app` is the application layer that the API (and later
+//! the web UI) call, `api` is HTTP, `cli` is the `aegir` client, `daemon` wires a running
+//! `aegird` together.
+
+pub mod api;
+pub mod app;
+pub mod backend;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod model;
+pub mod store;

@@ -1,0 +1,459 @@
+//! Domain types shared by the store, the engine, the API and the CLI: records, closed status
+//! enums and the request bodies that are validated at the edge (see [`validate`]).
+
+pub mod validate;
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::{RefOr, Schema};
+use utoipa::{PartialSchema, ToSchema};
+
+pub type Id = i64;
+
+/// Milliseconds since the Unix epoch. Stored as an integer so SQLite and PostgreSQL agree on
+/// it; shown as RFC 3339 in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    pub fn plus_ms(self, ms: i64) -> Self {
+        Timestamp(self.0 + ms)
+    }
+    pub fn to_rfc3339(self) -> String {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0.max(0) as u64);
+        humantime::format_rfc3339_millis(t).to_string()
+    }
+}
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_rfc3339())
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let t = humantime::parse_rfc3339_weak(&s).map_err(serde::de::Error::custom)?;
+        let ms = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_err(serde::de::Error::custom)?
+            .as_millis() as i64;
+        Ok(Timestamp(ms))
+    }
+}
+
+impl PartialSchema for Timestamp {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+            .into()
+    }
+}
+impl ToSchema for Timestamp {}
+
+/// Declares a closed enum stored as text: one place gives each variant its wire and SQL name.
+macro_rules! text_enum {
+    ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $v:ident = $s:literal),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+        pub enum $name { $($(#[$vm])* #[serde(rename = $s)] $v),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$v),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$v => $s),+ }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+        impl std::str::FromStr for $name {
+            type Err = UnknownVariant;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($s => Ok($name::$v),)+
+                    _ => Err(UnknownVariant {
+                        kind: stringify!($name),
+                        value: s.to_string(),
+                        known: &[$($s),+],
+                    }),
+                }
+            }
+        }
+    };
+}
+
+/// A string that names no variant of a closed enum; the message lists the known ones.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown {kind} {value:?}; expected one of: {}", known.join(", "))]
+pub struct UnknownVariant {
+    pub kind: &'static str,
+    pub value: String,
+    pub known: &'static [&'static str],
+}
+
+text_enum! {
+    /// Life cycle of an operation. Transitions are guarded in the store:
+    /// queued → running | cancelled; running → succeeded | failed | cancelled | interrupted,
+    /// or back to queued when a lost worker's idempotent operation is resumed.
+    pub enum OperationStatus {
+        Queued = "queued",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        Cancelled = "cancelled",
+        Interrupted = "interrupted",
+    }
+}
+
+impl OperationStatus {
+    pub fn is_final(self) -> bool {
+        !matches!(self, OperationStatus::Queued | OperationStatus::Running)
+    }
+}
+
+text_enum! {
+    /// Life cycle of one task (step) of an operation.
+    pub enum TaskStatus {
+        Pending = "pending",
+        Running = "running",
+        Succeeded = "succeeded",
+        Failed = "failed",
+        /// Its change was reverted because a later step failed or the operation was stopped.
+        Undone = "undone",
+        /// Never started because the operation ended before reaching it.
+        Skipped = "skipped",
+    }
+}
+
+text_enum! {
+    /// What an operation does. Only operations whose backend exists are listed; commands for
+    /// the others answer "not available yet" before anything is written.
+    pub enum OperationKind {
+        ServerVerify = "server.verify",
+    }
+}
+
+impl OperationKind {
+    /// A mutating operation changes its target; two of them never run on one target at once.
+    pub fn mutating(self) -> bool {
+        match self {
+            // Verify writes what it detects (and, with the server backend, aegird's own
+            // nginx include and pool), so it takes the target exclusively.
+            OperationKind::ServerVerify => true,
+        }
+    }
+    pub fn target_type(self) -> TargetType {
+        match self {
+            OperationKind::ServerVerify => TargetType::Server,
+        }
+    }
+}
+
+text_enum! {
+    pub enum TargetType {
+        Server = "server",
+        Cluster = "cluster",
+        Project = "project",
+        Release = "release",
+        Environment = "environment",
+        Backup = "backup",
+    }
+}
+
+text_enum! {
+    pub enum LogLevel {
+        Info = "info",
+        Warning = "warning",
+        Error = "error",
+        /// A command that was run on a host, as Aegir 3's "command" log type.
+        Command = "command",
+    }
+}
+
+text_enum! {
+    /// How aegird reaches a server's shell.
+    pub enum Transport {
+        Local = "local",
+        Ssh = "ssh",
+    }
+}
+
+text_enum! {
+    pub enum ServerStatus {
+        /// Recorded, never verified.
+        New = "new",
+        /// The last verify succeeded.
+        Ready = "ready",
+        /// The last verify failed; see its operation.
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    pub enum ClusterStatus {
+        New = "new",
+        Ready = "ready",
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    pub enum ProjectSource {
+        Git = "git",
+        Path = "path",
+    }
+}
+
+text_enum! {
+    pub enum ReleaseStatus {
+        /// Recorded; its codebase is built and verified by the server backend.
+        New = "new",
+        Ready = "ready",
+        Failed = "failed",
+    }
+}
+
+text_enum! {
+    pub enum AppKind {
+        Drupal7 = "drupal7",
+        Drupal = "drupal",
+        Wordpress = "wordpress",
+        Php = "php",
+    }
+}
+
+text_enum! {
+    pub enum EnvironmentStatus {
+        Installing = "installing",
+        Active = "active",
+        Disabled = "disabled",
+        Failed = "failed",
+        /// Kept as history once deleted; its uri may be used again.
+        Deleted = "deleted",
+    }
+}
+
+text_enum! {
+    /// Aegir 3's hosting_https modes 0, 1 and 2.
+    pub enum HttpsMode {
+        Off = "off",
+        On = "on",
+        Required = "required",
+    }
+}
+
+text_enum! {
+    pub enum BackupStatus {
+        Pending = "pending",
+        Good = "good",
+        Failed = "failed",
+        Deleted = "deleted",
+    }
+}
+
+/// What an operation acts on, with its name at the time it was queued (for display after a
+/// rename or delete).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct TargetRef {
+    #[serde(rename = "type")]
+    pub target_type: TargetType,
+    pub id: Id,
+    pub name: String,
+}
+
+impl TargetRef {
+    /// The key under which mutating operations exclude each other.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.target_type, self.id)
+    }
+}
+
+/// Services found on a server by verify.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DetectedServices {
+    /// `PRETTY_NAME` from /etc/os-release, e.g. "Debian GNU/Linux 12 (bookworm)".
+    pub os: Option<String>,
+    /// `ID` and `VERSION_ID` from /etc/os-release, e.g. "debian" and "12".
+    pub os_id: Option<String>,
+    pub os_version: Option<String>,
+    pub kernel: Option<String>,
+    pub http: Vec<DetectedService>,
+    pub php_fpm: Vec<DetectedService>,
+    pub db: Vec<DetectedService>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DetectedService {
+    /// "nginx", "apache", "php-fpm", "mariadb" or "mysql".
+    pub name: String,
+    pub version: String,
+    /// The binary that answered, so an admin can see which of several installs was found.
+    pub binary: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Server {
+    pub id: Id,
+    pub name: String,
+    pub transport: Transport,
+    pub ssh_user: Option<String>,
+    pub ssh_host: Option<String>,
+    pub ssh_port: Option<u16>,
+    pub status: ServerStatus,
+    pub services: DetectedServices,
+    pub verified_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Cluster {
+    pub id: Id,
+    pub name: String,
+    /// The Kubernetes API server URL.
+    pub api_url: String,
+    pub status: ClusterStatus,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Project {
+    pub id: Id,
+    pub name: String,
+    pub source: ProjectSource,
+    pub git_url: Option<String>,
+    pub git_ref: Option<String>,
+    pub path: Option<String>,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Release {
+    pub id: Id,
+    pub name: String,
+    pub project: String,
+    pub server: Option<String>,
+    pub git_ref: Option<String>,
+    /// Where the codebase lives on its server.
+    pub path: Option<String>,
+    pub app_kind: Option<AppKind>,
+    pub app_version: Option<String>,
+    pub docroot: Option<String>,
+    /// Package set found by release verify (composer.lock, .info files, WP plugins).
+    #[schema(value_type = Object)]
+    pub packages: serde_json::Value,
+    /// A locked release accepts no new environments (Aegir 3's locked platform).
+    pub locked: bool,
+    pub status: ReleaseStatus,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Environment {
+    pub id: Id,
+    pub uri: String,
+    pub release: String,
+    pub server: String,
+    pub status: EnvironmentStatus,
+    pub https: HttpsMode,
+    pub aliases: Vec<String>,
+    /// Aliases answer with a 301 to the uri instead of serving the site.
+    pub redirect_aliases: bool,
+    pub db_name: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Operation {
+    pub id: Id,
+    pub kind: OperationKind,
+    pub target: TargetRef,
+    pub mutating: bool,
+    pub status: OperationStatus,
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    /// The failed operation this one retries.
+    pub retry_of: Option<Id>,
+    /// How many times a worker has started it (more than 1 after a resume).
+    pub attempt: i64,
+    pub cancel_requested: bool,
+    pub error: Option<String>,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Task {
+    pub seq: i64,
+    pub name: String,
+    pub status: TaskStatus,
+    pub error: Option<String>,
+    #[schema(value_type = Object)]
+    pub output: serde_json::Value,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+}
+
+/// An operation with its tasks, as `GET /operations/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct OperationDetail {
+    #[serde(flatten)]
+    pub operation: Operation,
+    pub tasks: Vec<Task>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct LogLine {
+    /// Increasing per store; pass the last one seen as `after` to continue.
+    pub id: Id,
+    pub operation_id: Id,
+    pub task_seq: Option<i64>,
+    pub ts: Timestamp,
+    pub level: LogLevel,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Backup {
+    pub id: Id,
+    pub environment: String,
+    pub path: String,
+    pub size: Option<i64>,
+    pub sha256: Option<String>,
+    pub status: BackupStatus,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ApiToken {
+    pub id: Id,
+    pub name: String,
+    /// The first characters of the token, enough to tell tokens apart; the token itself is
+    /// only ever shown once, at creation.
+    pub prefix: String,
+    pub created_at: Timestamp,
+    pub last_used_at: Option<Timestamp>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Rows matching the filter, over all pages.
+    pub total: i64,
+    pub limit: i64,
+    pub offset: i64,
+}

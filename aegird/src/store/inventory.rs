@@ -1,0 +1,430 @@
+//! Inventory rows: servers, clusters, projects, releases, environments and backups.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{conflict_or, flag, json, opt_ts, parse, ts, Result, Store};
+use crate::model::*;
+
+/// A server as the application layer has validated it.
+#[derive(Debug, Clone)]
+pub struct NewServerRow {
+    pub name: String,
+    pub transport: Transport,
+    pub ssh_user: Option<String>,
+    pub ssh_host: Option<String>,
+    pub ssh_port: Option<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewReleaseRow {
+    pub name: String,
+    pub project_id: Id,
+    pub server_id: Option<Id>,
+    pub git_ref: Option<String>,
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEnvironmentRow {
+    pub uri: String,
+    pub release_id: Id,
+    pub server_id: Id,
+    pub status: EnvironmentStatus,
+    pub https: HttpsMode,
+    pub aliases: Vec<String>,
+    pub redirect_aliases: bool,
+    pub db_name: Option<String>,
+}
+
+fn server_from(r: &AnyRow) -> Result<Server> {
+    Ok(Server {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        transport: parse(r, "transport")?,
+        ssh_user: r.try_get("ssh_user")?,
+        ssh_host: r.try_get("ssh_host")?,
+        ssh_port: r.try_get::<Option<i64>, _>("ssh_port")?.map(|p| p as u16),
+        status: parse(r, "status")?,
+        services: json(r, "services")?,
+        verified_at: opt_ts(r, "verified_at")?,
+        created_at: ts(r, "created_at")?,
+        updated_at: ts(r, "updated_at")?,
+    })
+}
+
+fn cluster_from(r: &AnyRow) -> Result<Cluster> {
+    Ok(Cluster {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        api_url: r.try_get("api_url")?,
+        status: parse(r, "status")?,
+        created_at: ts(r, "created_at")?,
+    })
+}
+
+fn project_from(r: &AnyRow) -> Result<Project> {
+    Ok(Project {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        source: parse(r, "source")?,
+        git_url: r.try_get("git_url")?,
+        git_ref: r.try_get("git_ref")?,
+        path: r.try_get("path")?,
+        created_at: ts(r, "created_at")?,
+    })
+}
+
+const RELEASE_SELECT: &str =
+    "SELECT r.id, r.name, p.name AS project, s.name AS server, r.git_ref, \
+     r.path, r.app_kind, r.app_version, r.docroot, r.packages, r.locked, r.status, r.created_at \
+     FROM releases r JOIN projects p ON p.id = r.project_id \
+     LEFT JOIN servers s ON s.id = r.server_id";
+
+fn release_from(r: &AnyRow) -> Result<Release> {
+    Ok(Release {
+        id: r.try_get("id")?,
+        name: r.try_get("name")?,
+        project: r.try_get("project")?,
+        server: r.try_get("server")?,
+        git_ref: r.try_get("git_ref")?,
+        path: r.try_get("path")?,
+        app_kind: r
+            .try_get::<Option<String>, _>("app_kind")?
+            .map(|k| k.parse())
+            .transpose()?,
+        app_version: r.try_get("app_version")?,
+        docroot: r.try_get("docroot")?,
+        packages: json(r, "packages")?,
+        locked: flag(r, "locked")?,
+        status: parse(r, "status")?,
+        created_at: ts(r, "created_at")?,
+    })
+}
+
+const ENV_SELECT: &str = "SELECT e.id, e.uri, r.name AS release_name, s.name AS server_name, \
+     e.status, e.https, e.aliases, e.redirect_aliases, e.db_name, e.created_at, e.updated_at \
+     FROM environments e JOIN releases r ON r.id = e.release_id \
+     JOIN servers s ON s.id = e.server_id";
+
+fn environment_from(r: &AnyRow) -> Result<Environment> {
+    Ok(Environment {
+        id: r.try_get("id")?,
+        uri: r.try_get("uri")?,
+        release: r.try_get("release_name")?,
+        server: r.try_get("server_name")?,
+        status: parse(r, "status")?,
+        https: parse(r, "https")?,
+        aliases: json(r, "aliases")?,
+        redirect_aliases: flag(r, "redirect_aliases")?,
+        db_name: r.try_get("db_name")?,
+        created_at: ts(r, "created_at")?,
+        updated_at: ts(r, "updated_at")?,
+    })
+}
+
+fn backup_from(r: &AnyRow) -> Result<Backup> {
+    Ok(Backup {
+        id: r.try_get("id")?,
+        environment: r.try_get("uri")?,
+        path: r.try_get("path")?,
+        size: r.try_get("size")?,
+        sha256: r.try_get("sha256")?,
+        status: parse(r, "status")?,
+        created_at: ts(r, "created_at")?,
+    })
+}
+
+impl Store {
+    pub async fn insert_server(&self, s: &NewServerRow, now: Timestamp) -> Result<Server> {
+        let row = sqlx::query(
+            "INSERT INTO servers (name, transport, ssh_user, ssh_host, ssh_port, status, \
+             services, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             RETURNING *",
+        )
+        .bind(&s.name)
+        .bind(s.transport.as_str())
+        .bind(&s.ssh_user)
+        .bind(&s.ssh_host)
+        .bind(s.ssh_port.map(i64::from))
+        .bind(ServerStatus::New.as_str())
+        .bind(serde_json::to_string(&DetectedServices::default())?)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("server {:?}", s.name)))?;
+        server_from(&row)
+    }
+
+    pub async fn list_servers(&self) -> Result<Vec<Server>> {
+        let rows = sqlx::query("SELECT * FROM servers ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(server_from).collect()
+    }
+
+    pub async fn server_by_name(&self, name: &str) -> Result<Option<Server>> {
+        let row = sqlx::query("SELECT * FROM servers WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(server_from).transpose()
+    }
+
+    pub async fn server_by_id(&self, id: Id) -> Result<Option<Server>> {
+        let row = sqlx::query("SELECT * FROM servers WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(server_from).transpose()
+    }
+
+    /// Record what verify found (or that it failed, keeping what was found before).
+    pub async fn record_server_verify(
+        &self,
+        id: Id,
+        status: ServerStatus,
+        services: Option<&DetectedServices>,
+        now: Timestamp,
+    ) -> Result<()> {
+        match services {
+            Some(svc) => {
+                sqlx::query(
+                    "UPDATE servers SET status = $1, services = $2, verified_at = $3, \
+                     updated_at = $3 WHERE id = $4",
+                )
+                .bind(status.as_str())
+                .bind(serde_json::to_string(svc)?)
+                .bind(now.0)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("UPDATE servers SET status = $1, updated_at = $2 WHERE id = $3")
+                    .bind(status.as_str())
+                    .bind(now.0)
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn insert_cluster(
+        &self,
+        name: &str,
+        api_url: &str,
+        now: Timestamp,
+    ) -> Result<Cluster> {
+        let row = sqlx::query(
+            "INSERT INTO clusters (name, api_url, status, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING *",
+        )
+        .bind(name)
+        .bind(api_url)
+        .bind(ClusterStatus::New.as_str())
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("cluster {name:?}")))?;
+        cluster_from(&row)
+    }
+
+    pub async fn list_clusters(&self) -> Result<Vec<Cluster>> {
+        let rows = sqlx::query("SELECT * FROM clusters ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(cluster_from).collect()
+    }
+
+    pub async fn cluster_by_name(&self, name: &str) -> Result<Option<Cluster>> {
+        let row = sqlx::query("SELECT * FROM clusters WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(cluster_from).transpose()
+    }
+
+    pub async fn insert_project(
+        &self,
+        name: &str,
+        source: ProjectSource,
+        git_url: Option<&str>,
+        git_ref: Option<&str>,
+        path: Option<&str>,
+        now: Timestamp,
+    ) -> Result<Project> {
+        let row = sqlx::query(
+            "INSERT INTO projects (name, source, git_url, git_ref, path, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING *",
+        )
+        .bind(name)
+        .bind(source.as_str())
+        .bind(git_url)
+        .bind(git_ref)
+        .bind(path)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("project {name:?}")))?;
+        project_from(&row)
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
+        let rows = sqlx::query("SELECT * FROM projects ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(project_from).collect()
+    }
+
+    pub async fn project_by_name(&self, name: &str) -> Result<Option<Project>> {
+        let row = sqlx::query("SELECT * FROM projects WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(project_from).transpose()
+    }
+
+    pub async fn insert_release(&self, r: &NewReleaseRow, now: Timestamp) -> Result<Release> {
+        let id: Id = sqlx::query(
+            "INSERT INTO releases (name, project_id, server_id, git_ref, path, status, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        )
+        .bind(&r.name)
+        .bind(r.project_id)
+        .bind(r.server_id)
+        .bind(&r.git_ref)
+        .bind(&r.path)
+        .bind(ReleaseStatus::New.as_str())
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| conflict_or(e, || format!("release {:?}", r.name)))?
+        .try_get("id")?;
+        let row = sqlx::query(&format!("{RELEASE_SELECT} WHERE r.id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        release_from(&row)
+    }
+
+    pub async fn list_releases(&self) -> Result<Vec<Release>> {
+        let rows = sqlx::query(&format!("{RELEASE_SELECT} ORDER BY r.name"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(release_from).collect()
+    }
+
+    pub async fn release_by_name(&self, name: &str) -> Result<Option<Release>> {
+        let row = sqlx::query(&format!("{RELEASE_SELECT} WHERE r.name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(release_from).transpose()
+    }
+
+    /// Insert an environment record. The uri must not belong to a live environment.
+    pub async fn insert_environment(
+        &self,
+        e: &NewEnvironmentRow,
+        now: Timestamp,
+    ) -> Result<Environment> {
+        let id: Id = sqlx::query(
+            "INSERT INTO environments (uri, release_id, server_id, status, https, aliases, \
+             redirect_aliases, db_name, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+        )
+        .bind(&e.uri)
+        .bind(e.release_id)
+        .bind(e.server_id)
+        .bind(e.status.as_str())
+        .bind(e.https.as_str())
+        .bind(serde_json::to_string(&e.aliases)?)
+        .bind(i64::from(e.redirect_aliases))
+        .bind(&e.db_name)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|err| conflict_or(err, || format!("environment {:?}", e.uri)))?
+        .try_get("id")?;
+        let row = sqlx::query(&format!("{ENV_SELECT} WHERE e.id = $1"))
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        environment_from(&row)
+    }
+
+    /// A page of environments ordered by uri, optionally those whose uri contains `search`.
+    pub async fn list_environments(
+        &self,
+        search: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> Result<Page<Environment>> {
+        // LIKE with the user's text escaped, so '%' and '_' match themselves.
+        let pattern = search.map(|s| {
+            let esc = s
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{esc}%")
+        });
+        let filter = "($1 IS NULL OR e.uri LIKE $1 ESCAPE '\\')";
+        let total: i64 = sqlx::query(&format!(
+            "SELECT COUNT(*) AS n FROM environments e WHERE {filter}"
+        ))
+        .bind(&pattern)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("n")?;
+        let rows = sqlx::query(&format!(
+            "{ENV_SELECT} WHERE {filter} ORDER BY e.uri, e.id LIMIT $2 OFFSET $3"
+        ))
+        .bind(&pattern)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(Page {
+            items: rows.iter().map(environment_from).collect::<Result<_>>()?,
+            total,
+            limit,
+            offset,
+        })
+    }
+
+    /// The live (not deleted) environment at `uri`.
+    pub async fn environment_by_uri(&self, uri: &str) -> Result<Option<Environment>> {
+        let row = sqlx::query(&format!(
+            "{ENV_SELECT} WHERE e.uri = $1 AND e.status <> 'deleted'"
+        ))
+        .bind(uri)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(environment_from).transpose()
+    }
+
+    pub async fn list_backups(&self, environment_id: Option<Id>) -> Result<Vec<Backup>> {
+        let rows = sqlx::query(
+            "SELECT b.*, e.uri FROM backups b JOIN environments e ON e.id = b.environment_id \
+             WHERE ($1 IS NULL OR b.environment_id = $1) ORDER BY b.created_at DESC, b.id DESC",
+        )
+        .bind(environment_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(backup_from).collect()
+    }
+
+    pub async fn backup_by_id(&self, id: Id) -> Result<Option<Backup>> {
+        let row = sqlx::query(
+            "SELECT b.*, e.uri FROM backups b JOIN environments e ON e.id = b.environment_id \
+             WHERE b.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(backup_from).transpose()
+    }
+}

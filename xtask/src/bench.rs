@@ -1,0 +1,50 @@
+//! `cargo xtask bench NAME`: runs one benchmark of the aegir-bench binary against real services.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use clap::ValueEnum;
+
+use crate::apt::Apt;
+use crate::{cmd, postgres};
+
+/// The benchmarks aegir-bench knows.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Bench {
+    /// The operations engine, on the PostgreSQL store.
+    Engine,
+}
+
+impl Bench {
+    /// The name aegir-bench takes on its command line.
+    fn name(self) -> &'static str {
+        match self {
+            Bench::Engine => "engine",
+        }
+    }
+}
+
+pub fn run(root: &Path, bench: Bench, quick: bool, install: bool) -> Result<()> {
+    let postgres_url = postgres::ensure(&mut Apt::new(install))?;
+
+    let name = bench.name();
+    cmd::header(&format!("Benchmark {name}"));
+    let mut cargo = cmd::cargo();
+    // Release: a debug build would measure the compiler's lack of optimisation, not our code.
+    cargo
+        .current_dir(root)
+        .args([
+            "run",
+            "--release",
+            "-p",
+            "aegir-tests",
+            "--bin",
+            "aegir-bench",
+        ])
+        .args(["--", name])
+        .env(postgres::URL_VAR, &postgres_url);
+    if quick {
+        cargo.arg("--quick");
+    }
+    cmd::run(&mut cargo).with_context(|| format!("benchmark `{name}` failed"))
+}

@@ -1,0 +1,77 @@
+//! `cargo xtask test`: the project's whole test suite, from a fresh Debian machine to green.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::apt::Apt;
+use crate::{cmd, postgres, services};
+
+/// What the user chose on the command line.
+pub struct Options {
+    /// Skip `cargo fmt` and `cargo clippy` (quicker while iterating).
+    pub lint: bool,
+    /// Whether apt-get may install what is missing.
+    pub install: bool,
+    /// Appended to `cargo test --workspace`.
+    pub cargo_test_args: Vec<String>,
+}
+
+pub fn run(root: &Path, options: &Options) -> Result<()> {
+    let mut apt = Apt::new(options.install);
+    let postgres_url = postgres::ensure(&mut apt)?;
+    services::ensure(&mut apt)?;
+
+    let cargo = |args: &[&str]| {
+        let mut cargo = cmd::cargo();
+        cargo.current_dir(root).args(args);
+        cargo
+    };
+    if options.lint {
+        ensure_lint_tools(root)?;
+        step("cargo fmt", &mut cargo(&["fmt", "--all", "--check"]))?;
+        step(
+            "cargo clippy",
+            &mut cargo(&[
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )?;
+    }
+    // Built first so the end-to-end tests find the aegird and aegir binaries they run.
+    step(
+        "cargo build",
+        &mut cargo(&["build", "--workspace", "--bins"]),
+    )?;
+    let mut test = cargo(&["test", "--workspace"]);
+    test.args(&options.cargo_test_args)
+        .env(postgres::URL_VAR, &postgres_url);
+    step("cargo test", &mut test)?;
+
+    cmd::header("All tests passed");
+    Ok(())
+}
+
+/// Runs one step under its header; a failure names the step.
+fn step(name: &str, command: &mut Command) -> Result<()> {
+    cmd::header(name);
+    cmd::run(command).with_context(|| format!("step `{name}` failed"))
+}
+
+/// Fails early, with the fix, when rustfmt or clippy is not installed.
+fn ensure_lint_tools(root: &Path) -> Result<()> {
+    for tool in ["fmt", "clippy"] {
+        if !cmd::succeeds(cmd::cargo().current_dir(root).args([tool, "--version"])) {
+            bail!(
+                "`cargo {tool}` is not available; install it with \
+                 `rustup component add rustfmt clippy`, or pass --no-lint"
+            );
+        }
+    }
+    Ok(())
+}
