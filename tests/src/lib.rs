@@ -1,1 +1,276 @@
+//! Shared harness for the end-to-end tests and benchmarks: stores on SQLite or on a private
+//! PostgreSQL schema, the built `aegird`/`aegir` binaries, and a real daemon process.
 
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aegird::store::Store;
+
+/// The PostgreSQL the tests use (`cargo xtask test` makes sure it runs).
+pub fn postgres_url() -> String {
+    std::env::var("AEGIR_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Which engine a test store runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty store that cleans up after itself: a SQLite file in a temporary directory,
+/// or a PostgreSQL schema of its own (dropped on drop).
+pub struct TestDb {
+    pub url: String,
+    pub store: Store,
+    pub dir: tempfile::TempDir,
+    schema: Option<String>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match backend {
+            Backend::Sqlite => {
+                let url = aegird::config::sqlite_url(&dir.path().join("aegir.db"));
+                let store = Store::open(&url).await.expect("open sqlite store");
+                TestDb {
+                    url,
+                    store,
+                    dir,
+                    schema: None,
+                }
+            }
+            Backend::Postgres => {
+                let schema = format!("aegir_test_{:016x}", rand::random::<u64>());
+                let admin = postgres_url();
+                sqlx::any::install_default_drivers();
+                let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL at {admin} is needed (run `cargo xtask test`): {e}")
+                    });
+                sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create schema");
+                let sep = if admin.contains('?') { '&' } else { '?' };
+                let url = format!("{admin}{sep}options=-csearch_path%3D{schema}");
+                let store = Store::open(&url).await.expect("open postgres store");
+                TestDb {
+                    url,
+                    store,
+                    dir,
+                    schema: Some(schema),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        if let Some(schema) = self.schema.take() {
+            // Drop runs outside any runtime we may use; a thread of its own can block.
+            let admin = postgres_url();
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(async {
+                    if let Ok(mut c) =
+                        <sqlx::AnyConnection as sqlx::Connection>::connect(&admin).await
+                    {
+                        let _ = sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+                            .execute(&mut c)
+                            .await;
+                    }
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// Path of a binary of the workspace, built on first use (`cargo xtask test` builds them
+/// before the tests run, so this is normally only a lookup).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: Mutex<bool> = Mutex::new(false);
+    // target/<profile>/deps/e2e-<hash> -> target/<profile>/
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe
+        .parent()
+        .and_then(|d| {
+            if d.ends_with("deps") {
+                d.parent()
+            } else {
+                Some(d)
+            }
+        })
+        .expect("target dir")
+        .to_path_buf();
+    let path = dir.join(name);
+    let mut built = BUILT.lock().unwrap();
+    if !*built {
+        let release = dir.ends_with("release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "aegird", "--bins"]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build");
+        assert!(
+            status.success(),
+            "cargo build of the aegird binaries failed"
+        );
+        *built = true;
+    }
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// A real `aegird serve` process.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub state_dir: PathBuf,
+    /// Everything it printed on stderr so far.
+    pub log: Arc<Mutex<String>>,
+}
+
+/// How to start a daemon.
+#[derive(Debug, Clone, Default)]
+pub struct DaemonOpts {
+    pub database_url: Option<String>,
+    /// Extra environment, e.g. a PATH with slow stand-in tools, engine settings.
+    pub env: Vec<(String, String)>,
+}
+
+impl Daemon {
+    /// Start aegird on a free loopback port with its state in `state_dir`, and wait until it
+    /// answers /healthz.
+    pub fn start(state_dir: &Path, opts: &DaemonOpts) -> Daemon {
+        let mut cmd = Command::new(bin("aegird"));
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--state-dir")
+            .arg(state_dir)
+            .env("RUST_LOG", "info")
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("JOURNAL_STREAM")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(url) = &opts.database_url {
+            cmd.arg("--database-url").arg(url);
+        }
+        for (k, v) in &opts.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn aegird");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split('/').next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                let mut l = log2.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr: SocketAddr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(a) => a.parse().expect("listen address"),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("aegird did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        let d = Daemon {
+            child,
+            addr,
+            state_dir: state_dir.to_path_buf(),
+            log,
+        };
+        d.wait_healthy();
+        d
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = std::net::TcpStream::connect(self.addr) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"GET /healthz HTTP/1.0\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("aegird never became healthy:\n{}", self.log.lock().unwrap());
+    }
+
+    /// Send a signal (SIGKILL, SIGTERM).
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        let r = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(r, 0, "kill failed");
+    }
+
+    /// Create an API token with `aegird token create` on the same state.
+    pub fn token(&self, name: &str, database_url: Option<&str>) -> String {
+        let mut cmd = Command::new(bin("aegird"));
+        cmd.args(["token", "create", "--name", name, "--state-dir"])
+            .arg(&self.state_dir);
+        if let Some(u) = database_url {
+            cmd.arg("--database-url").arg(u);
+        }
+        let out = cmd.output().expect("aegird token create");
+        assert!(
+            out.status.success(),
+            "token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Run the `aegir` CLI against this daemon.
+    pub fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
+        Command::new(bin("aegir"))
+            .args(args)
+            .env("AEGIR_URL", self.url())
+            .env("AEGIR_TOKEN", token)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run aegir")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,1 +1,6 @@
+//! End-to-end tests, in one binary so the workspace links one heavy test executable.
 
+mod api;
+mod daemon;
+mod engine;
+mod store;
