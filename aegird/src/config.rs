@@ -288,6 +288,17 @@ mod tests {
     }
 
     #[test]
+    fn the_packaged_config_file_is_valid() {
+        let file: FileConfig = toml::from_str(include_str!("../../packaging/aegird.toml")).unwrap();
+        assert_eq!(file.listen.as_deref(), Some(DEFAULT_LISTEN));
+        assert_eq!(file.state_dir, Some(PathBuf::from("/var/lib/aegir")));
+        assert_eq!(
+            file.engine.concurrency,
+            Some(EngineConfig::default().concurrency)
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("aegird.toml");

@@ -265,11 +265,16 @@ pub enum BackupCmd {
     Show {
         id: i64,
     },
+    /// Re-read the archive and check every checksum.
     Verify {
         id: i64,
+        #[command(flatten)]
+        wait: Wait,
     },
     Delete {
         id: i64,
+        #[command(flatten)]
+        wait: Wait,
     },
     Download {
         id: i64,
@@ -533,13 +538,13 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                 .await
             }
             BackupCmd::Show { id } => show(c, out, &format!("/backups/{id}")).await,
-            BackupCmd::Verify { id } => {
+            BackupCmd::Verify { id, wait } => {
                 let op: Value = c.post(&format!("/backups/{id}/verify"), &json!({})).await?;
-                started(c, out, op, Wait { wait: false }).await
+                started(c, out, op, wait).await
             }
-            BackupCmd::Delete { id } => {
-                c.delete(&format!("/backups/{id}")).await?;
-                Ok(exit::OK)
+            BackupCmd::Delete { id, wait } => {
+                let op: Value = c.delete_json(&format!("/backups/{id}")).await?;
+                started(c, out, op, wait).await
             }
             BackupCmd::Download { id } => {
                 let _: Value = c.get(&format!("/backups/{id}/download")).await?;

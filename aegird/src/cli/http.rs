@@ -96,6 +96,11 @@ impl Client {
         Self::json(self.send(self.http.post(self.url(path)).json(body)).await?).await
     }
 
+    /// DELETE that answers with a JSON document (an operation).
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        Self::json(self.send(self.http.delete(self.url(path))).await?).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         self.send(self.http.delete(self.url(path))).await?;
         Ok(())

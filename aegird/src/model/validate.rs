@@ -1,8 +1,6 @@
 //! Edge validation: every name, hostname, path and URL a user gives is checked here before it
 //! reaches the store, and the error names the field it is about.
 
-use std::path::{Component, Path};
-
 /// A value that cannot be accepted; `field` is the request field (or CLI argument) at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
@@ -127,11 +125,9 @@ pub fn abs_path(field: &str, value: &str) -> Result<String> {
             "must be normalised (no '//' and no trailing '/')",
         ));
     }
-    for c in Path::new(value).components() {
-        match c {
-            Component::RootDir | Component::Normal(_) => {}
-            _ => return Err(Invalid::new(field, "must not contain '.' or '..'")),
-        }
+    // Raw segments: Path::components() would silently drop an inner ".".
+    if value.split('/').any(|seg| seg == "." || seg == "..") {
+        return Err(Invalid::new(field, "must not contain '.' or '..'"));
     }
     Ok(value.to_string())
 }

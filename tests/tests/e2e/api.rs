@@ -114,11 +114,12 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
     let before = api.store().row_counts().await.unwrap();
 
     // (method, path, body, status, field the error must name)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, u16, Option<&'a str>);
     let big = format!(
         "{{\"name\":\"x\",\"transport\":\"local\",\"ssh\":\"{}\"}}",
         "a".repeat(100_000)
     );
-    let cases: Vec<(&str, &str, Option<&str>, u16, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/api/v1/servers",
