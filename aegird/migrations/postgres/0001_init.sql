@@ -1,9 +1,11 @@
--- Inventory, operations and tokens (PostgreSQL twin of the SQLite schema). Times are integer milliseconds since the epoch; JSON is
--- text. Booleans are 0/1 integers so the SQLite and PostgreSQL schemas read the same way.
+-- Inventory, operations and tokens (PostgreSQL twin of the SQLite schema). Times are integer
+-- milliseconds since the epoch; JSON is text. Booleans are 0/1 integers so the SQLite and
+-- PostgreSQL schemas read the same way. Names and uris use the "C" collation so they sort
+-- byte-wise, as in SQLite, whatever the database's locale.
 
 CREATE TABLE servers (
     id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
     transport TEXT NOT NULL CHECK (transport IN ('local', 'ssh')),
     ssh_user TEXT,
     ssh_host TEXT,
@@ -17,7 +19,7 @@ CREATE TABLE servers (
 
 CREATE TABLE clusters (
     id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
     api_url TEXT NOT NULL,
     status TEXT NOT NULL,
     created_at BIGINT NOT NULL
@@ -25,7 +27,7 @@ CREATE TABLE clusters (
 
 CREATE TABLE projects (
     id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
     source TEXT NOT NULL CHECK (source IN ('git', 'path')),
     git_url TEXT,
     git_ref TEXT,
@@ -35,7 +37,7 @@ CREATE TABLE projects (
 
 CREATE TABLE releases (
     id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
     project_id BIGINT NOT NULL REFERENCES projects (id),
     server_id BIGINT REFERENCES servers (id),
     git_ref TEXT,
@@ -51,7 +53,7 @@ CREATE TABLE releases (
 
 CREATE TABLE environments (
     id BIGSERIAL PRIMARY KEY,
-    uri TEXT NOT NULL,
+    uri TEXT COLLATE "C" NOT NULL,
     release_id BIGINT NOT NULL REFERENCES releases (id),
     server_id BIGINT NOT NULL REFERENCES servers (id),
     status TEXT NOT NULL,
@@ -133,7 +135,7 @@ CREATE INDEX backups_environment ON backups (environment_id, created_at);
 
 CREATE TABLE api_tokens (
     id BIGSERIAL PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
+    name TEXT COLLATE "C" NOT NULL UNIQUE,
     -- SHA-256 of the token; the token itself is shown once and never stored.
     token_hash TEXT NOT NULL UNIQUE,
     prefix TEXT NOT NULL,

@@ -2,11 +2,10 @@
 //! finished), and on failure, cancel or shutdown the undo of what ran, newest first.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use tokio::sync::watch;
 
-use super::{Engine, OperationSpec, Step, StepContext, StopReason};
+use super::{Engine, OperationSpec, Plan, StepContext, StopReason};
 use crate::model::{LogLevel, Operation, OperationStatus, TaskStatus};
 
 pub(super) enum Mode {
@@ -31,53 +30,75 @@ struct Ending {
     error: Option<String>,
 }
 
+impl Ending {
+    fn new(status: OperationStatus, error: impl Into<Option<String>>) -> Self {
+        Ending {
+            status,
+            error: error.into(),
+        }
+    }
+
+    fn stopped(reason: StopReason) -> Self {
+        match reason {
+            StopReason::Cancel => Ending::new(
+                OperationStatus::Cancelled,
+                "cancelled by a user".to_string(),
+            ),
+            StopReason::Shutdown => Ending::new(
+                OperationStatus::Interrupted,
+                "the daemon shut down before the operation finished".to_string(),
+            ),
+        }
+    }
+}
+
+/// The worker's hold on the operation was lost (its lease expired and another worker took
+/// over): stop touching it.
+struct LostLease;
+
+/// One operation being run by this worker.
+struct Run<'a> {
+    engine: &'a Engine,
+    op: &'a Operation,
+    owner: String,
+    cx: StepContext,
+    /// Task statuses as this worker knows them, by seq.
+    status: Vec<TaskStatus>,
+    /// Steps that ran (fully or partly), in the order they ran, for the undo.
+    ran: Vec<usize>,
+}
+
 pub(super) async fn run(
     engine: &Engine,
     op: Operation,
     mode: Mode,
     mut stop: watch::Receiver<Option<StopReason>>,
 ) {
-    let store = engine.store();
     let owner = engine.owner().to_string();
     let spec = spec_of(&op);
-    let plan = match engine.inner.planner.plan(store, &spec).await {
+    let fail_status = match mode {
+        Mode::Run => OperationStatus::Failed,
+        Mode::UndoOrphan { .. } => OperationStatus::Interrupted,
+    };
+    let plan = match engine.inner.planner.plan(engine.store(), &spec).await {
         Ok(p) => p,
         Err(e) => {
             let msg = format!("cannot plan: {e}");
             engine.log(op.id, None, LogLevel::Error, &msg).await;
-            finish(
-                engine,
-                &op,
-                &owner,
-                Ending {
-                    status: if matches!(mode, Mode::Run) {
-                        OperationStatus::Failed
-                    } else {
-                        OperationStatus::Interrupted
-                    },
-                    error: Some(msg),
-                },
-            )
-            .await;
+            finish(engine, &op, &owner, Ending::new(fail_status, msg)).await;
             return;
         }
     };
-    let tasks = match store.tasks(op.id).await {
+    let tasks = match engine.store().tasks(op.id).await {
         Ok(t) => t,
         Err(e) => {
+            // The lease expires and recovery takes it from here.
             tracing::error!(operation = op.id, error = %e, "cannot read tasks");
-            return; // the lease expires and recovery takes it from here
+            return;
         }
     };
     let names: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     let planned: Vec<&str> = plan.steps.iter().map(|s| s.name()).collect();
-    let mut cx = StepContext {
-        operation_id: op.id,
-        spec,
-        seq: 0,
-        engine: engine.clone(),
-        outputs: BTreeMap::new(),
-    };
     if names != planned {
         let msg = format!(
             "the steps of this operation changed since it was queued ({} now, {} then); \
@@ -86,161 +107,51 @@ pub(super) async fn run(
             names.join(", ")
         );
         engine.log(op.id, None, LogLevel::Error, &msg).await;
-        finish(
-            engine,
-            &op,
-            &owner,
-            Ending {
-                status: OperationStatus::Failed,
-                error: Some(msg),
-            },
-        )
-        .await;
+        finish(engine, &op, &owner, Ending::new(fail_status, msg)).await;
         return;
     }
 
-    // Steps that ran (fully or partly) in any attempt, for the undo.
-    let mut ran: Vec<usize> = Vec::new();
+    let mut run = Run {
+        engine,
+        op: &op,
+        owner: owner.clone(),
+        cx: StepContext {
+            operation_id: op.id,
+            spec,
+            seq: 0,
+            engine: engine.clone(),
+            outputs: BTreeMap::new(),
+        },
+        status: tasks.iter().map(|t| t.status).collect(),
+        ran: Vec::new(),
+    };
     for (i, t) in tasks.iter().enumerate() {
-        if t.status == TaskStatus::Succeeded {
-            cx.outputs.insert(t.name.clone(), t.output.clone());
-            ran.push(i);
-        } else if t.status == TaskStatus::Running || t.status == TaskStatus::Failed {
-            ran.push(i);
+        match t.status {
+            TaskStatus::Succeeded => {
+                run.cx.outputs.insert(t.name.clone(), t.output.clone());
+                run.ran.push(i);
+            }
+            TaskStatus::Running | TaskStatus::Failed => run.ran.push(i),
+            _ => {}
         }
     }
 
-    let ending = match mode {
-        Mode::UndoOrphan { reason } => {
-            for (i, t) in tasks.iter().enumerate() {
-                if t.status == TaskStatus::Running {
-                    let _ = store
-                        .finish_task(
-                            op.id,
-                            i as i64,
-                            TaskStatus::Failed,
-                            None,
-                            Some(&reason),
-                            engine.now(),
-                        )
-                        .await;
-                }
-            }
-            engine
-                .log(
-                    op.id,
-                    None,
-                    LogLevel::Warning,
-                    &format!("{reason}; undoing the steps it ran"),
-                )
-                .await;
-            Ending {
-                status: OperationStatus::Interrupted,
-                error: Some(format!("{reason}; its steps were undone")),
-            }
-        }
-        Mode::Run => {
-            if op.attempt > 1 {
-                engine
-                    .log(
-                        op.id,
-                        None,
-                        LogLevel::Info,
-                        &format!("resuming (attempt {})", op.attempt),
-                    )
-                    .await;
-            }
-            let mut ending = Ending {
-                status: OperationStatus::Succeeded,
-                error: None,
-            };
-            for (i, step) in plan.steps.iter().enumerate() {
-                if tasks[i].status == TaskStatus::Succeeded {
-                    continue;
-                }
-                if let Some(reason) = *stop.borrow() {
-                    ending = stopped(reason);
-                    break;
-                }
-                let now = engine.now();
-                match store.start_task(op.id, i as i64, &owner, now).await {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        // Another worker holds it now (our lease expired): leave it alone.
-                        tracing::warn!(operation = op.id, "lost the lease; stopping");
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(operation = op.id, error = %e, "cannot start task");
-                        return;
-                    }
-                }
-                engine.changed(op.id);
-                if !ran.contains(&i) {
-                    ran.push(i);
-                }
-                cx.seq = i as i64;
-                let result = tokio::select! {
-                    r = step.run(&cx) => Some(r),
-                    _ = stop.wait_for(|s| s.is_some()) => None,
-                };
-                let now = engine.now();
-                match result {
-                    Some(Ok(output)) => {
-                        if let Err(e) = store
-                            .finish_task(
-                                op.id,
-                                i as i64,
-                                TaskStatus::Succeeded,
-                                Some(&output),
-                                None,
-                                now,
-                            )
-                            .await
-                        {
-                            tracing::error!(operation = op.id, error = %e, "cannot record task");
-                            return;
-                        }
-                        cx.outputs.insert(step.name().to_string(), output);
-                    }
-                    Some(Err(e)) => {
-                        cx.log(LogLevel::Error, &e.0).await;
-                        let _ = store
-                            .finish_task(op.id, i as i64, TaskStatus::Failed, None, Some(&e.0), now)
-                            .await;
-                        ending = Ending {
-                            status: OperationStatus::Failed,
-                            error: Some(format!("{}: {}", step.name(), e.0)),
-                        };
-                        break;
-                    }
-                    None => {
-                        let reason = stop.borrow().unwrap_or(StopReason::Shutdown);
-                        ending = stopped(reason);
-                        let _ = store
-                            .finish_task(
-                                op.id,
-                                i as i64,
-                                TaskStatus::Failed,
-                                None,
-                                ending.error.as_deref(),
-                                now,
-                            )
-                            .await;
-                        break;
-                    }
-                }
-                engine.changed(op.id);
-            }
-            ending
-        }
+    let outcome = match mode {
+        Mode::UndoOrphan { reason } => run.abandon(reason).await,
+        Mode::Run => run.steps(&plan, &mut stop).await,
     };
-
+    let Ok(ending) = outcome else {
+        tracing::warn!(operation = op.id, "lost the lease; another worker has it");
+        return;
+    };
     if ending.status != OperationStatus::Succeeded {
-        undo(engine, &plan.steps, &ran, &mut cx).await;
+        if run.undo(&plan).await.is_err() {
+            tracing::warn!(operation = op.id, "lost the lease during undo");
+            return;
+        }
         if let Some(hook) = &plan.on_failure {
-            cx.seq = -1;
-            if let Err(e) = hook.run(&cx).await {
+            run.cx.seq = -1;
+            if let Err(e) = hook.run(&run.cx).await {
                 engine
                     .log(
                         op.id,
@@ -255,50 +166,154 @@ pub(super) async fn run(
     finish(engine, &op, &owner, ending).await;
 }
 
-fn stopped(reason: StopReason) -> Ending {
-    match reason {
-        StopReason::Cancel => Ending {
-            status: OperationStatus::Cancelled,
-            error: Some("cancelled by a user".into()),
-        },
-        StopReason::Shutdown => Ending {
-            status: OperationStatus::Interrupted,
-            error: Some("the daemon shut down before the operation finished".into()),
-        },
-    }
-}
-
-/// Undo every step that ran, newest first. A failing undo is logged and the others still
-/// run: leaving less behind beats stopping half-way.
-async fn undo(engine: &Engine, steps: &[Arc<dyn Step>], ran: &[usize], cx: &mut StepContext) {
-    let op = cx.operation_id;
-    for &i in ran.iter().rev() {
-        let step = &steps[i];
-        cx.seq = i as i64;
-        cx.log(LogLevel::Info, format!("undo: {}", step.name()))
-            .await;
-        match step.undo(cx).await {
-            Ok(()) => {
-                // A failed task keeps its status (and error); the others show they were undone.
-                let tasks = engine.store().tasks(op).await.unwrap_or_default();
-                if tasks
-                    .get(i)
-                    .is_some_and(|t| t.status == TaskStatus::Succeeded)
-                {
-                    let _ = engine
-                        .store()
-                        .finish_task(op, i as i64, TaskStatus::Undone, None, None, engine.now())
-                        .await;
-                }
+impl Run<'_> {
+    async fn set_task(
+        &mut self,
+        i: usize,
+        status: TaskStatus,
+        output: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> Result<(), LostLease> {
+        let now = self.engine.now();
+        match self
+            .engine
+            .store()
+            .finish_task(
+                self.op.id,
+                i as i64,
+                &self.owner,
+                status,
+                output,
+                error,
+                now,
+            )
+            .await
+        {
+            Ok(true) => {
+                self.status[i] = status;
+                self.engine.changed(self.op.id);
+                Ok(())
             }
+            Ok(false) => Err(LostLease),
             Err(e) => {
-                cx.log(
-                    LogLevel::Error,
-                    format!("undo of {} failed: {e}", step.name()),
-                )
-                .await
+                tracing::error!(operation = self.op.id, error = %e, "cannot record a task");
+                Err(LostLease)
             }
         }
+    }
+
+    /// Run the steps an earlier attempt did not finish.
+    async fn steps(
+        &mut self,
+        plan: &Plan,
+        stop: &mut watch::Receiver<Option<StopReason>>,
+    ) -> Result<Ending, LostLease> {
+        if self.op.attempt > 1 {
+            let msg = format!("resuming (attempt {})", self.op.attempt);
+            self.engine
+                .log(self.op.id, None, LogLevel::Info, &msg)
+                .await;
+        }
+        for (i, step) in plan.steps.iter().enumerate() {
+            if self.status[i] == TaskStatus::Succeeded {
+                continue;
+            }
+            if let Some(reason) = *stop.borrow() {
+                return Ok(Ending::stopped(reason));
+            }
+            let now = self.engine.now();
+            match self
+                .engine
+                .store()
+                .start_task(self.op.id, i as i64, &self.owner, now)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(LostLease),
+                Err(e) => {
+                    tracing::error!(operation = self.op.id, error = %e, "cannot start a task");
+                    return Err(LostLease);
+                }
+            }
+            self.status[i] = TaskStatus::Running;
+            self.engine.changed(self.op.id);
+            if !self.ran.contains(&i) {
+                self.ran.push(i);
+            }
+            self.cx.seq = i as i64;
+            let result = tokio::select! {
+                r = step.run(&self.cx) => Some(r),
+                _ = stop.wait_for(|s| s.is_some()) => None,
+            };
+            match result {
+                Some(Ok(output)) => {
+                    self.set_task(i, TaskStatus::Succeeded, Some(&output), None)
+                        .await?;
+                    self.cx.outputs.insert(step.name().to_string(), output);
+                }
+                Some(Err(e)) => {
+                    self.cx.log(LogLevel::Error, &e.0).await;
+                    self.set_task(i, TaskStatus::Failed, None, Some(&e.0))
+                        .await?;
+                    let msg = format!("{}: {}", step.name(), e.0);
+                    return Ok(Ending::new(OperationStatus::Failed, msg));
+                }
+                None => {
+                    let reason = stop.borrow().unwrap_or(StopReason::Shutdown);
+                    let ending = Ending::stopped(reason);
+                    self.set_task(i, TaskStatus::Failed, None, ending.error.as_deref())
+                        .await?;
+                    return Ok(ending);
+                }
+            }
+        }
+        Ok(Ending::new(OperationStatus::Succeeded, None))
+    }
+
+    /// A dead worker's operation that is not resumable: its running task failed with it.
+    async fn abandon(&mut self, reason: String) -> Result<Ending, LostLease> {
+        for i in 0..self.status.len() {
+            if self.status[i] == TaskStatus::Running {
+                self.set_task(i, TaskStatus::Failed, None, Some(&reason))
+                    .await?;
+            }
+        }
+        let msg = format!("{reason}; undoing the steps it ran");
+        self.engine
+            .log(self.op.id, None, LogLevel::Warning, &msg)
+            .await;
+        Ok(Ending::new(
+            OperationStatus::Interrupted,
+            format!("{reason}; its steps were undone"),
+        ))
+    }
+
+    /// Undo every step that ran, newest first. A failing undo is logged and the others still
+    /// run: leaving less behind beats stopping half-way.
+    async fn undo(&mut self, plan: &Plan) -> Result<(), LostLease> {
+        for i in self.ran.clone().into_iter().rev() {
+            let step = &plan.steps[i];
+            self.cx.seq = i as i64;
+            self.cx
+                .log(LogLevel::Info, format!("undo: {}", step.name()))
+                .await;
+            match step.undo(&self.cx).await {
+                // A failed task keeps its status and error; the others show they were undone.
+                Ok(()) if self.status[i] == TaskStatus::Succeeded => {
+                    self.set_task(i, TaskStatus::Undone, None, None).await?
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    self.cx
+                        .log(
+                            LogLevel::Error,
+                            format!("undo of {} failed: {e}", step.name()),
+                        )
+                        .await
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -312,6 +327,7 @@ async fn finish(engine: &Engine, op: &Operation, owner: &str, ending: Ending) {
     } else {
         LogLevel::Error
     };
+    // Written before the status, so a follower that sees the end has every line.
     engine
         .log(op.id, None, level, &format!("operation {}", ending.status))
         .await;

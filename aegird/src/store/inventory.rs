@@ -371,7 +371,9 @@ impl Store {
                 .replace('_', "\\_");
             format!("%{esc}%")
         });
-        let filter = "($1 IS NULL OR e.uri LIKE $1 ESCAPE '\\')";
+        // Case-insensitive on both engines (SQLite's LIKE is, PostgreSQL's is not); uris are
+        // ASCII once IDNs are in punycode, so lower() is exact.
+        let filter = "($1 IS NULL OR lower(e.uri) LIKE lower($1) ESCAPE '\\')";
         let total: i64 = sqlx::query(&format!(
             "SELECT COUNT(*) AS n FROM environments e WHERE {filter}"
         ))

@@ -4,7 +4,7 @@
 use sqlx::any::AnyRow;
 use sqlx::{Acquire, Row};
 
-use super::{flag, json, opt_ts, parse, ts, Engine, Result, Store, StoreError};
+use super::{flag, json, opt_ts, parse, ts, Engine, Result, Store};
 use crate::model::*;
 
 /// Filters for listing operations.
@@ -264,22 +264,27 @@ impl Store {
         Ok(r.rows_affected() == 1)
     }
 
+    /// Record how a task ended, only while `owner` still holds the operation (a worker that
+    /// lost its lease must not overwrite what the new holder records). False when not ours.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_task(
         &self,
         op: Id,
         seq: i64,
+        owner: &str,
         status: TaskStatus,
         output: Option<&serde_json::Value>,
         error: Option<&str>,
         now: Timestamp,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let output = match output {
             Some(v) => Some(serde_json::to_string(v)?),
             None => None,
         };
-        sqlx::query(
+        let r = sqlx::query(
             "UPDATE tasks SET status = $1, output = COALESCE($2, output), error = $3, \
-             finished_at = $4 WHERE operation_id = $5 AND seq = $6",
+             finished_at = $4 WHERE operation_id = $5 AND seq = $6 AND EXISTS (\
+             SELECT 1 FROM operations WHERE id = $5 AND status = 'running' AND lease_owner = $7)",
         )
         .bind(status.as_str())
         .bind(output)
@@ -287,9 +292,10 @@ impl Store {
         .bind(now.0)
         .bind(op)
         .bind(seq)
+        .bind(owner)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(r.rows_affected() == 1)
     }
 
     /// Tasks still pending when an operation ends are marked skipped.
@@ -330,24 +336,33 @@ impl Store {
 
     /// Cancel a queued operation at once, or ask the worker of a running one to stop.
     pub async fn request_cancel(&self, op: Id, now: Timestamp) -> Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await?;
         let r = sqlx::query(
             "UPDATE operations SET status = 'cancelled', cancel_requested = 1, finished_at = $1 \
              WHERE id = $2 AND status = 'queued'",
         )
         .bind(now.0)
         .bind(op)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if r.rows_affected() == 1 {
-            self.skip_pending_tasks(op).await?;
+            // In the same transaction: a cancelled operation never shows pending tasks.
+            sqlx::query(
+                "UPDATE tasks SET status = 'skipped' WHERE operation_id = $1 AND status = 'pending'",
+            )
+            .bind(op)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
             return Ok(CancelOutcome::Cancelled);
         }
         let r = sqlx::query(
             "UPDATE operations SET cancel_requested = 1 WHERE id = $1 AND status = 'running'",
         )
         .bind(op)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         if r.rows_affected() == 1 {
             return Ok(CancelOutcome::Requested);
         }
@@ -466,16 +481,5 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(log_from).collect()
-    }
-
-    /// Fail loudly instead of silently when a guarded update found nothing to change.
-    pub fn expect_owned(changed: bool, op: Id) -> Result<()> {
-        if changed {
-            Ok(())
-        } else {
-            Err(StoreError::Conflict(format!(
-                "operation {op} is no longer held by this worker"
-            )))
-        }
     }
 }

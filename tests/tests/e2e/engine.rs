@@ -463,17 +463,18 @@ async fn orphan(store: &Store, owner: &str, resumable: bool, lease_until: Timest
         .unwrap();
     assert_eq!(claimed.id, op.id);
     assert!(store.start_task(op.id, 0, owner, now).await.unwrap());
-    store
+    assert!(store
         .finish_task(
             op.id,
             0,
+            owner,
             TaskStatus::Succeeded,
             Some(&json!({"ran": "a"})),
             None,
             now,
         )
         .await
-        .unwrap();
+        .unwrap());
     assert!(store.start_task(op.id, 1, owner, now).await.unwrap());
     op.id
 }

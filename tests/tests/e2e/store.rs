@@ -25,22 +25,6 @@ async fn conformance_postgres() {
     conformance(Backend::Postgres).await;
 }
 
-/// Runs every check in turn on one fresh store. The checks share the store, so each uses
-/// names of its own and leaves no operation queued or running behind (claims are global).
-async fn conformance(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    run_check!(db, servers);
-    run_check!(db, clusters_projects_releases);
-    run_check!(db, environments);
-    run_check!(db, operations);
-    run_check!(db, recovery);
-    run_check!(db, logs);
-    run_check!(db, logs_are_append_only, with_url);
-    run_check!(db, tokens);
-    run_check!(db, migrations_are_idempotent, with_url);
-    run_check!(db, row_counts);
-}
-
 /// Runs one check on a task of its own, so that a failure says which check it was.
 macro_rules! run_check {
     ($db:expr, $check:ident) => {{
@@ -57,8 +41,24 @@ macro_rules! run_check {
         .await
     }};
 }
-use run_check;
 
+/// Runs every check in turn on one fresh store. The checks share the store, so each uses
+/// names of its own and leaves no operation queued or running behind (claims are global).
+async fn conformance(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    run_check!(db, servers);
+    run_check!(db, clusters_projects_releases);
+    run_check!(db, environments);
+    run_check!(db, operations);
+    run_check!(db, recovery);
+    run_check!(db, logs);
+    run_check!(db, logs_are_append_only, with_url);
+    run_check!(db, tokens);
+    run_check!(db, migrations_are_idempotent, with_url);
+    run_check!(db, row_counts);
+}
+
+/// Awaits `check` on a task of its own and turns its panic into one that names the check.
 async fn run(name: &str, check: impl Future<Output = ()> + Send + 'static) {
     if let Err(e) = tokio::spawn(check).await {
         let why = match e.try_into_panic() {
@@ -482,9 +482,12 @@ async fn environments(s: &Store) {
     );
     assert_eq!(page(None, 2, 4).await, (4, vec![]));
     assert_eq!(page(Some("example"), 10, 0).await.0, 4);
+    // Case-insensitive on both engines.
+    assert_eq!(page(Some("EXAMPLE"), 10, 0).await.0, 4);
     assert_eq!(
-        page(Some("b.ex"), 10, 0).await,
-        (2, vec!["a_b.example".into(), "b.example".into()])
+        page(Some("b.ex"), 2, 1).await,
+        (3, vec!["axb.example".into(), "b.example".into()]),
+        "a search matches anywhere in the uri and pages like the full list"
     );
     // LIKE wildcards in the search match themselves.
     assert_eq!(
@@ -492,7 +495,8 @@ async fn environments(s: &Store) {
         (1, vec!["a_b.example".into()])
     );
     assert_eq!(page(Some("%"), 10, 0).await, (0, vec![]));
-    assert_eq!(page(Some("_.example"), 10, 0).await.0, 1);
+    // Unescaped, "_" would match any one character before ".example" in all four uris.
+    assert_eq!(page(Some("_.example"), 10, 0).await, (0, vec![]));
     assert_eq!(page(Some("\\"), 10, 0).await, (0, vec![]));
 
     assert_conflict(
@@ -626,13 +630,37 @@ async fn operations(s: &Store) {
         (TaskStatus::Running, Some(at(13)))
     );
     let out = json!({"nginx": "1.22.1"});
-    s.finish_task(a1.id, 0, TaskStatus::Succeeded, Some(&out), None, at(14))
+    // Only the holder may record how a task ended.
+    assert!(!s
+        .finish_task(
+            a1.id,
+            0,
+            w2,
+            TaskStatus::Failed,
+            None,
+            Some("not mine"),
+            at(14)
+        )
         .await
-        .unwrap();
+        .unwrap());
+    assert_eq!(task_statuses(s, a1.id).await[0], TaskStatus::Running);
+    assert!(s
+        .finish_task(
+            a1.id,
+            0,
+            w1,
+            TaskStatus::Succeeded,
+            Some(&out),
+            None,
+            at(14)
+        )
+        .await
+        .unwrap());
     assert!(s.start_task(a1.id, 1, w1, at(15)).await.unwrap());
-    s.finish_task(a1.id, 1, TaskStatus::Failed, None, Some("boom"), at(16))
+    assert!(s
+        .finish_task(a1.id, 1, w1, TaskStatus::Failed, None, Some("boom"), at(16))
         .await
-        .unwrap();
+        .unwrap());
     s.skip_pending_tasks(a1.id).await.unwrap();
     let tasks = s.tasks(a1.id).await.unwrap();
     assert_eq!(
@@ -836,9 +864,18 @@ async fn recovery(s: &Store) {
         .start_task(expired.id, 0, expired_owner, at(200))
         .await
         .unwrap());
-    s.finish_task(expired.id, 0, TaskStatus::Succeeded, None, None, at(201))
+    assert!(s
+        .finish_task(
+            expired.id,
+            0,
+            expired_owner,
+            TaskStatus::Succeeded,
+            None,
+            None,
+            at(201)
+        )
         .await
-        .unwrap();
+        .unwrap());
     assert!(s
         .start_task(expired.id, 1, expired_owner, at(202))
         .await
@@ -944,9 +981,10 @@ async fn logs(s: &Store) {
         "ids increase: {line_ids:?}"
     );
 
+    let l_id = l.id;
     let messages = |after: i64, limit: i64| async move {
-        let lines = s.logs_after(l.id, after, limit).await.unwrap();
-        assert!(lines.iter().all(|x| x.operation_id == l.id));
+        let lines = s.logs_after(l_id, after, limit).await.unwrap();
+        assert!(lines.iter().all(|x| x.operation_id == l_id));
         lines.into_iter().map(|x| x.message).collect::<Vec<_>>()
     };
     assert_eq!(messages(0, 100).await, ["one", "two", "three", "four"]);
