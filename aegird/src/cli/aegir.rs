@@ -369,27 +369,23 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                 Ok(exit::OK)
             }
             ServerCmd::Verify { name, wait } => {
-                let op: Value = c
-                    .post(&format!("/servers/{}/verify", seg(&name)), &json!({}))
-                    .await?;
-                started(c, out, op, wait).await
+                start(c, out, &format!("/servers/{}/verify", seg(&name)), wait).await
             }
         },
         Command::Cluster(cmd) => match cmd {
             ClusterCmd::Add { name, api_url } => {
-                let v: Value = c
-                    .post("/clusters", &json!({ "name": name, "api_url": api_url }))
-                    .await?;
-                out.value(&v, |v| print_kv(&flat(v)));
-                Ok(exit::OK)
+                create(
+                    c,
+                    out,
+                    "/clusters",
+                    &json!({ "name": name, "api_url": api_url }),
+                )
+                .await
             }
             ClusterCmd::List => list(c, out, "/clusters", &["name", "api_url", "status"]).await,
             ClusterCmd::Show { name } => show(c, out, &format!("/clusters/{}", seg(&name))).await,
             ClusterCmd::Verify { name, wait } => {
-                let op: Value = c
-                    .post(&format!("/clusters/{}/verify", seg(&name)), &json!({}))
-                    .await?;
-                started(c, out, op, wait).await
+                start(c, out, &format!("/clusters/{}/verify", seg(&name)), wait).await
             }
         },
         Command::Project(cmd) => match cmd {
@@ -399,14 +395,13 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                 git_ref,
                 path,
             } => {
-                let v: Value = c
-                    .post(
-                        "/projects",
-                        &json!({ "name": name, "git": git, "ref": git_ref, "path": path }),
-                    )
-                    .await?;
-                out.value(&v, |v| print_kv(&flat(v)));
-                Ok(exit::OK)
+                create(
+                    c,
+                    out,
+                    "/projects",
+                    &json!({ "name": name, "git": git, "ref": git_ref, "path": path }),
+                )
+                .await
             }
             ProjectCmd::List => {
                 list(
@@ -426,14 +421,13 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                 server,
                 git_ref,
             } => {
-                let v: Value = c
-                    .post(
-                        "/releases",
-                        &json!({ "name": name, "project": project, "server": server, "ref": git_ref }),
-                    )
-                    .await?;
-                out.value(&v, |v| print_kv(&flat(v)));
-                Ok(exit::OK)
+                create(
+                    c,
+                    out,
+                    "/releases",
+                    &json!({ "name": name, "project": project, "server": server, "ref": git_ref }),
+                )
+                .await
             }
             ReleaseCmd::List => {
                 list(
@@ -454,10 +448,7 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
             }
             ReleaseCmd::Show { name } => show(c, out, &format!("/releases/{}", seg(&name))).await,
             ReleaseCmd::Verify { name, wait } => {
-                let op: Value = c
-                    .post(&format!("/releases/{}/verify", seg(&name)), &json!({}))
-                    .await?;
-                started(c, out, op, wait).await
+                start(c, out, &format!("/releases/{}/verify", seg(&name)), wait).await
             }
         },
         Command::Env(cmd) => env(c, out, cmd).await,
@@ -510,10 +501,7 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                 Ok(exit::OK)
             }
             OpCmd::Retry { id, wait } => {
-                let op: Value = c
-                    .post(&format!("/operations/{id}/retry"), &json!({}))
-                    .await?;
-                started(c, out, op, wait).await
+                start(c, out, &format!("/operations/{id}/retry"), wait).await
             }
             OpCmd::Cancel { id } => {
                 let v: Value = c
@@ -539,8 +527,7 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
             }
             BackupCmd::Show { id } => show(c, out, &format!("/backups/{id}")).await,
             BackupCmd::Verify { id, wait } => {
-                let op: Value = c.post(&format!("/backups/{id}/verify"), &json!({})).await?;
-                started(c, out, op, wait).await
+                start(c, out, &format!("/backups/{id}/verify"), wait).await
             }
             BackupCmd::Delete { id, wait } => {
                 let op: Value = c.delete_json(&format!("/backups/{id}")).await?;
@@ -636,13 +623,26 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
         EnvCmd::Clone(t) => action(t, "clone"),
         EnvCmd::Migrate(t) => action(t, "migrate"),
     };
-    let op: Value = c
-        .post(
-            &format!("/environments/{}/{name}", seg(&target.uri)),
-            &json!({}),
-        )
-        .await?;
-    started(c, out, op, target.wait).await
+    start(
+        c,
+        out,
+        &format!("/environments/{}/{name}", seg(&target.uri)),
+        target.wait,
+    )
+    .await
+}
+
+/// POST to a route that starts an operation, then report or follow it.
+async fn start(c: &Client, out: &Out, path: &str, wait: Wait) -> Res {
+    let op: Value = c.post(path, &json!({})).await?;
+    started(c, out, op, wait).await
+}
+
+/// POST a new record and show what was stored.
+async fn create(c: &Client, out: &Out, path: &str, body: &Value) -> Res {
+    let v: Value = c.post(path, body).await?;
+    out.value(&v, |v| print_kv(&flat(v)));
+    Ok(exit::OK)
 }
 
 /// An operation was queued: print it, or follow it with `--wait`.
