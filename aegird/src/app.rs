@@ -228,7 +228,12 @@ impl App {
     pub async fn authenticate(&self, secret: &str) -> Result<Option<ApiToken>> {
         let token = self.store().token_by_hash(&token_hash(secret)).await?;
         if let Some(t) = &token {
-            self.store().touch_token(t.id, self.now()).await?;
+            // Record use at most once a minute: otherwise every read request would be a
+            // write, and on SQLite would queue behind the engine's writes.
+            let now = self.now();
+            if t.last_used_at.is_none_or(|used| now.0 - used.0 >= 60_000) {
+                self.store().touch_token(t.id, now).await?;
+            }
         }
         Ok(token)
     }

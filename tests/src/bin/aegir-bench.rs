@@ -1,1 +1,981 @@
-fn main() {}
+//! `aegir-bench`: measures aegird and prints each figure beside a baseline measured in the same run.
+//!
+//! `aegir-bench engine` measures three things (see docs/benchmarks.md):
+//! 1. the operations engine's queue latency and throughput on SQLite and on PostgreSQL, against
+//!    the bare store calls any queue needs (enqueue, claim, finish);
+//! 2. the resident memory of an idle `aegird` holding 10,000 environments, against one with an
+//!    empty store;
+//! 3. the latency of `GET /api/v1/environments` over those 10,000 rows, against `GET /healthz`
+//!    on the same keep-alive connection and against the same store call made in-process.
+//!
+//! Every loop has a fixed count or a deadline, and all traffic stays on the loopback.
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aegir_tests::{Backend, Daemon, DaemonOpts, TestDb};
+use aegird::clock::{Clock, SystemClock};
+use aegird::config::EngineConfig;
+use aegird::engine::{
+    Engine, OperationSpec, Plan, PlanError, Planner, Step, StepContext, StepError,
+};
+use aegird::model::{
+    EnvironmentStatus, HttpsMode, Id, OperationKind, OperationStatus, ProjectSource, TargetRef,
+    TargetType, Transport,
+};
+use aegird::store::{NewEnvironmentRow, NewReleaseRow, NewServerRow, OperationFilter, Store};
+use anyhow::{bail, ensure, Context, Result};
+use async_trait::async_trait;
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "aegir-bench",
+    about = "Benchmarks of aegird; each figure is printed beside a baseline measured in the \
+        same run, with their ratio",
+    after_help = "Normally run through `cargo xtask bench engine [--quick]`, which builds in \
+        release mode and makes sure PostgreSQL runs (AEGIR_TEST_POSTGRES_URL)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    bench: BenchCmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCmd {
+    /// Queue latency and throughput (SQLite and PostgreSQL), idle memory and list latency of
+    /// a daemon with 10,000 environments.
+    Engine {
+        /// Fewer samples: a smoke run, not figures to quote.
+        #[arg(long)]
+        quick: bool,
+    },
+}
+
+/// How many samples each measurement takes.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    /// Operations queued one at a time for the latency percentiles.
+    latency_ops: usize,
+    /// Operations queued at once for the throughput figure.
+    throughput_ops: usize,
+    /// HTTP requests per endpoint.
+    http_requests: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                latency_ops: 50,
+                throughput_ops: 300,
+                http_requests: 50,
+            }
+        } else {
+            Sizes {
+                latency_ops: 200,
+                throughput_ops: 2000,
+                http_requests: 200,
+            }
+        }
+    }
+}
+
+/// Unmeasured rounds before each series: connections opened, statements prepared, caches warm.
+const WARMUP: usize = 10;
+/// Servers the operations are spread over: mutating operations on one target run one at a
+/// time by design, and the benchmark is about the queue, not about that rule.
+const SERVERS: usize = 250;
+/// Throughput rounds per store engine (the median is reported).
+const ROUNDS: usize = 3;
+/// Environments in the daemon's store for the memory and API measurements.
+const ENVIRONMENTS: usize = 10_000;
+
+/// The engine settings of a default daemon, but a short shutdown grace.
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        concurrency: 4,
+        lease: Duration::from_secs(30),
+        shutdown_timeout: Duration::from_secs(5),
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    match cli.bench {
+        BenchCmd::Engine { quick } => runtime.block_on(engine_bench(Sizes::new(quick))),
+    }
+}
+
+// --- results
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Unit {
+    Millis,
+    OpsPerSec,
+    MiB,
+}
+
+/// One line of the results table.
+struct Row {
+    what: String,
+    value: f64,
+    baseline_what: String,
+    baseline: f64,
+    unit: Unit,
+}
+
+impl Row {
+    fn new(
+        what: impl Into<String>,
+        value: f64,
+        baseline_what: impl Into<String>,
+        baseline: f64,
+        unit: Unit,
+    ) -> Row {
+        Row {
+            what: what.into(),
+            value,
+            baseline_what: baseline_what.into(),
+            baseline,
+            unit,
+        }
+    }
+}
+
+fn fmt_value(v: f64, unit: Unit) -> String {
+    match unit {
+        Unit::Millis if v < 1.0 => format!("{v:.3} ms"),
+        Unit::Millis if v < 10.0 => format!("{v:.2} ms"),
+        Unit::Millis => format!("{v:.1} ms"),
+        Unit::OpsPerSec => format!("{v:.0} ops/s"),
+        Unit::MiB => format!("{v:.1} MiB"),
+    }
+}
+
+fn print_table(rows: &[Row]) {
+    println!("| measurement | figure | baseline | baseline figure | ratio |");
+    println!("|---|---:|---|---:|---:|");
+    for r in rows {
+        let ratio = if r.baseline > 0.0 {
+            format!("{:.2}×", r.value / r.baseline)
+        } else {
+            "n/a".into()
+        };
+        println!(
+            "| {} | {} | {} | {} | {} |",
+            r.what,
+            fmt_value(r.value, r.unit),
+            r.baseline_what,
+            fmt_value(r.baseline, r.unit),
+            ratio
+        );
+    }
+    println!();
+    println!(
+        "ratio = figure ÷ baseline: for latency and memory, how many times the baseline it \
+         costs; for throughput, the share of the baseline's rate it reaches."
+    );
+}
+
+/// Nearest-rank percentile, in milliseconds.
+fn percentile_ms(samples: &[Duration], p: f64) -> f64 {
+    assert!(!samples.is_empty(), "no samples");
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1].as_secs_f64() * 1000.0
+}
+
+/// p50 and p99 of a series and of its baseline, as two rows.
+fn latency_rows(
+    rows: &mut Vec<Row>,
+    what: &str,
+    samples: &[Duration],
+    baseline_what: &str,
+    baseline: &[Duration],
+) {
+    for p in [50.0, 99.0] {
+        rows.push(Row::new(
+            format!("{what}, p{p:.0}"),
+            percentile_ms(samples, p),
+            format!("{baseline_what}, p{p:.0}"),
+            percentile_ms(baseline, p),
+            Unit::Millis,
+        ));
+    }
+}
+
+fn progress(msg: &str) {
+    eprintln!("aegir-bench: {msg}");
+}
+
+// --- the whole run
+
+async fn engine_bench(sizes: Sizes) -> Result<()> {
+    // Build (or find) the daemon first, so no measurement waits for cargo.
+    let aegird = tokio::task::spawn_blocking(|| aegir_tests::bin("aegird")).await?;
+    let facts = machine_facts(&aegird).await?;
+    println!("# aegir-bench engine");
+    println!();
+    for (k, v) in &facts {
+        println!("- {k}: {v}");
+    }
+    println!(
+        "- samples: {} operations for latency, {} for throughput (over {SERVERS} servers), \
+         {} requests per endpoint, {WARMUP} warm-up rounds before each series",
+        sizes.latency_ops, sizes.throughput_ops, sizes.http_requests
+    );
+    println!();
+
+    let mut rows = Vec::new();
+    for (backend, label) in [
+        (Backend::Sqlite, "SQLite"),
+        (Backend::Postgres, "PostgreSQL"),
+    ] {
+        queue_bench(backend, label, sizes, &mut rows).await?;
+    }
+    daemon_bench(sizes, &mut rows).await?;
+
+    print_table(&rows);
+    println!();
+    println!(
+        "- load average (1, 5, 15 min) at the end: {}",
+        load_average()
+    );
+    Ok(())
+}
+
+/// The machine's load: other work on it skews figures (the ratios less so).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Lines of "what this ran on", printed above the table.
+async fn machine_facts(aegird: &Path) -> Result<Vec<(&'static str, String)>> {
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|l| l.split_once(':').or_else(|| l.split_once('=')))
+            .map(|(_, v)| v.trim().trim_matches('"').to_string())
+            .unwrap_or_else(|| "unknown".into())
+    };
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = field(&read("/proc/cpuinfo"), "model name");
+    let mem_kib: f64 = field(&read("/proc/meminfo"), "MemTotal")
+        .trim_end_matches(" kB")
+        .parse()
+        .unwrap_or(0.0);
+    let kernel = read("/proc/sys/kernel/osrelease").trim().to_string();
+    let os = field(&read("/etc/os-release"), "PRETTY_NAME");
+    let version = Command::new(aegird)
+        .arg("--version")
+        .output()
+        .context("cannot run aegird --version")?;
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+    let commit = Command::new("git")
+        .args(["describe", "--always", "--dirty"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+
+    sqlx::any::install_default_drivers();
+    let sqlite_version: String = {
+        use sqlx::{Connection, Row};
+        let mut c = sqlx::AnyConnection::connect("sqlite::memory:").await?;
+        sqlx::query("SELECT sqlite_version() AS v")
+            .fetch_one(&mut c)
+            .await?
+            .try_get("v")?
+    };
+    let pg_url = aegir_tests::postgres_url();
+    let pg_version: String = {
+        use sqlx::{Connection, Row};
+        let mut c = sqlx::AnyConnection::connect(&pg_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "PostgreSQL at {pg_url} is needed (`cargo xtask bench engine` starts it; \
+                 AEGIR_TEST_POSTGRES_URL points elsewhere)"
+                )
+            })?;
+        let v: String = sqlx::query("SHOW server_version")
+            .fetch_one(&mut c)
+            .await?
+            .try_get(0)?;
+        let sync: String = sqlx::query("SHOW synchronous_commit")
+            .fetch_one(&mut c)
+            .await?
+            .try_get(0)?;
+        format!("{v} (synchronous_commit={sync}), over TCP on the loopback")
+    };
+
+    Ok(vec![
+        ("date", SystemClock.now().to_rfc3339()),
+        ("command", std::env::args().collect::<Vec<_>>().join(" ")),
+        ("cpu", format!("{cpus} × {model}")),
+        ("memory", format!("{:.1} GiB", mem_kib / 1024.0 / 1024.0)),
+        ("kernel", format!("Linux {kernel} ({os})")),
+        ("aegird", format!("{version}, commit {commit}")),
+        (
+            "SQLite",
+            format!("{sqlite_version} (WAL, synchronous=NORMAL), file on the local disk"),
+        ),
+        ("PostgreSQL", pg_version),
+        ("load average (1, 5, 15 min) at the start", load_average()),
+    ])
+}
+
+// --- 1. the queue
+
+/// Plans every operation as one no-op step that reports when it starts.
+struct NoopPlanner {
+    started: mpsc::UnboundedSender<(Id, Instant)>,
+}
+
+#[async_trait]
+impl Planner for NoopPlanner {
+    async fn plan(
+        &self,
+        _store: &Store,
+        _spec: &OperationSpec,
+    ) -> std::result::Result<Plan, PlanError> {
+        Ok(Plan {
+            steps: vec![Arc::new(NoopStep {
+                started: self.started.clone(),
+            })],
+            resumable: true,
+            on_failure: None,
+        })
+    }
+}
+
+struct NoopStep {
+    started: mpsc::UnboundedSender<(Id, Instant)>,
+}
+
+#[async_trait]
+impl Step for NoopStep {
+    fn name(&self) -> &str {
+        "noop"
+    }
+
+    async fn run(&self, cx: &StepContext) -> std::result::Result<serde_json::Value, StepError> {
+        // Nobody listening (the throughput run) is fine.
+        let _ = self.started.send((cx.operation_id, Instant::now()));
+        Ok(serde_json::Value::Null)
+    }
+}
+
+/// An engine running on its own task over `store`, stopped by [`RunningEngine::stop`].
+struct RunningEngine {
+    engine: Engine,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl RunningEngine {
+    fn start(store: &Store, started: mpsc::UnboundedSender<(Id, Instant)>) -> RunningEngine {
+        let engine = Engine::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            Arc::new(NoopPlanner { started }),
+            engine_config(),
+            "bench",
+        );
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(engine.clone().run(async move {
+            let _ = stopped.await;
+        }));
+        RunningEngine { engine, stop, task }
+    }
+
+    async fn stop(self) -> Result<()> {
+        let _ = self.stop.send(());
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .context("the engine did not stop within 30 s")??;
+        Ok(())
+    }
+}
+
+/// A fresh store on `backend` with [`SERVERS`] servers to target.
+async fn fresh_store(backend: Backend) -> Result<(TestDb, Vec<TargetRef>)> {
+    let db = TestDb::new(backend).await;
+    let now = SystemClock.now();
+    let mut targets = Vec::with_capacity(SERVERS);
+    for i in 0..SERVERS {
+        let row = NewServerRow {
+            name: format!("bench-{i:04}"),
+            transport: Transport::Local,
+            ssh_user: None,
+            ssh_host: None,
+            ssh_port: None,
+        };
+        let s = db.store.insert_server(&row, now).await?;
+        targets.push(TargetRef {
+            target_type: TargetType::Server,
+            id: s.id,
+            name: s.name,
+        });
+    }
+    Ok((db, targets))
+}
+
+/// The store calls one operation needs at the least, as any queue on this store would make
+/// them: queue it with its task, claim it, and (for throughput) mark it done.
+async fn bare_round_trip(store: &Store, target: &TargetRef, finish: bool) -> Result<Duration> {
+    const OWNER: &str = "bench/bare";
+    let names = ["noop".to_string()];
+    let t0 = Instant::now();
+    let now = SystemClock.now();
+    let op = store
+        .enqueue_operation(
+            OperationKind::ServerVerify,
+            target,
+            &json!({}),
+            None,
+            &names,
+            now,
+        )
+        .await?;
+    let claimed = store
+        .claim_next(OWNER, now.plus_ms(30_000), now)
+        .await?
+        .context("claim_next found nothing right after an enqueue")?;
+    ensure!(
+        claimed.id == op.id,
+        "claimed {} instead of {}",
+        claimed.id,
+        op.id
+    );
+    let elapsed = t0.elapsed();
+    let changed = store
+        .finish_operation(
+            op.id,
+            OWNER,
+            OperationStatus::Succeeded,
+            None,
+            SystemClock.now(),
+        )
+        .await?;
+    ensure!(changed, "operation {} was not ours to finish", op.id);
+    // Latency stops at the claim; throughput counts the finish too.
+    Ok(if finish { t0.elapsed() } else { elapsed })
+}
+
+async fn queue_bench(
+    backend: Backend,
+    label: &str,
+    sizes: Sizes,
+    rows: &mut Vec<Row>,
+) -> Result<()> {
+    // (a) Latency, one operation at a time. A bare sample and an engine sample alternate,
+    // each on a store of its own, so whatever else the machine does hits both alike.
+    progress(&format!(
+        "{label}: queue latency (bare store calls and engine, alternating)"
+    ));
+    let (bare_db, bare_targets) = fresh_store(backend).await?;
+    let (db, targets) = fresh_store(backend).await?;
+    let (tx, mut started) = mpsc::unbounded_channel();
+    let running = RunningEngine::start(&db.store, tx);
+    let mut events = running.engine.subscribe();
+    let mut bare_latency = Vec::with_capacity(sizes.latency_ops);
+    let mut engine_latency = Vec::with_capacity(sizes.latency_ops);
+    for i in 0..WARMUP + sizes.latency_ops {
+        // A pause before each sample lets the engine settle (its claim that finds nothing
+        // after the last operation), so every operation meets an idle queue.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let bare = bare_round_trip(&bare_db.store, &bare_targets[i % SERVERS], false).await?;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let t0 = Instant::now();
+        let op = running
+            .engine
+            .enqueue(
+                OperationKind::ServerVerify,
+                targets[i % SERVERS].clone(),
+                json!({}),
+                None,
+            )
+            .await?;
+        let (id, at) = tokio::time::timeout(Duration::from_secs(10), started.recv())
+            .await
+            .with_context(|| format!("operation {} did not start within 10 s", op.id))?
+            .context("the engine dropped its planner")?;
+        ensure!(id == op.id, "operation {id} started, expected {}", op.id);
+        if i >= WARMUP {
+            bare_latency.push(bare);
+            engine_latency.push(at.duration_since(t0));
+        }
+        wait_finished(&mut events, &db.store, op.id).await?;
+    }
+    running.stop().await?;
+    drop((db, bare_db));
+    latency_rows(
+        rows,
+        &format!("{label}: queued → running (engine.enqueue to step start)"),
+        &engine_latency,
+        "store.enqueue_operation + claim_next",
+        &bare_latency,
+    );
+
+    // (b) Throughput, all operations queued at once. Rounds alternate between the two, each
+    // on a fresh store, and the median round of each is reported.
+    let mut bare_rates = Vec::with_capacity(ROUNDS);
+    let mut engine_rates = Vec::with_capacity(ROUNDS);
+    for round in 1..=ROUNDS {
+        progress(&format!("{label}: throughput, round {round} of {ROUNDS}"));
+        bare_rates.push(bare_throughput(backend, sizes).await?);
+        engine_rates.push(engine_throughput(backend, sizes).await?);
+        progress(&format!(
+            "{label}: {:.0} ops/s through the engine, {:.0} ops/s through bare store calls",
+            engine_rates[round - 1],
+            bare_rates[round - 1]
+        ));
+    }
+    rows.push(Row::new(
+        format!(
+            "{label}: throughput, {} no-op operations queued at once (median of {ROUNDS})",
+            sizes.throughput_ops
+        ),
+        median(&mut engine_rates),
+        "enqueue_operation + claim_next + finish_operation in a loop",
+        median(&mut bare_rates),
+        Unit::OpsPerSec,
+    ));
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// Operations per second through bare store calls, one after the other.
+async fn bare_throughput(backend: Backend, sizes: Sizes) -> Result<f64> {
+    let (db, targets) = fresh_store(backend).await?;
+    for i in 0..WARMUP {
+        bare_round_trip(&db.store, &targets[i % SERVERS], true).await?;
+    }
+    let t0 = Instant::now();
+    for i in 0..sizes.throughput_ops {
+        bare_round_trip(&db.store, &targets[i % SERVERS], true).await?;
+    }
+    Ok(sizes.throughput_ops as f64 / t0.elapsed().as_secs_f64())
+}
+
+/// Operations per second through the engine, from the first enqueue until all succeeded.
+async fn engine_throughput(backend: Backend, sizes: Sizes) -> Result<f64> {
+    let (db, targets) = fresh_store(backend).await?;
+    let (tx, started) = mpsc::unbounded_channel();
+    drop(started);
+    let running = RunningEngine::start(&db.store, tx);
+    let mut events = running.engine.subscribe();
+    for target in targets.iter().take(WARMUP) {
+        let op = running
+            .engine
+            .enqueue(OperationKind::ServerVerify, target.clone(), json!({}), None)
+            .await?;
+        wait_finished(&mut events, &db.store, op.id).await?;
+    }
+    drop(events);
+    let t0 = Instant::now();
+    for i in 0..sizes.throughput_ops {
+        running
+            .engine
+            .enqueue(
+                OperationKind::ServerVerify,
+                targets[i % SERVERS].clone(),
+                json!({}),
+                None,
+            )
+            .await?;
+    }
+    let want = (WARMUP + sizes.throughput_ops) as i64;
+    let deadline = t0 + Duration::from_secs(600);
+    loop {
+        let done = count(&db.store, OperationStatus::Succeeded).await?;
+        if done == want {
+            break;
+        }
+        let failed = count(&db.store, OperationStatus::Failed).await?;
+        ensure!(failed == 0, "{failed} operations failed");
+        if Instant::now() > deadline {
+            bail!("only {done} of {want} operations succeeded within 600 s");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = t0.elapsed();
+    running.stop().await?;
+    Ok(sizes.throughput_ops as f64 / elapsed.as_secs_f64())
+}
+
+async fn count(store: &Store, status: OperationStatus) -> Result<i64> {
+    let page = store
+        .list_operations(&OperationFilter {
+            status: Some(status),
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    Ok(page.total)
+}
+
+/// Wait until operation `id` has ended, and check that it succeeded.
+async fn wait_finished(events: &mut broadcast::Receiver<Id>, store: &Store, id: Id) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let op = store
+            .operation(id)
+            .await?
+            .with_context(|| format!("operation {id} vanished"))?;
+        if op.status.is_final() {
+            ensure!(
+                op.status == OperationStatus::Succeeded,
+                "operation {id} ended {}: {:?}",
+                op.status,
+                op.error
+            );
+            return Ok(());
+        }
+        // Wait for news of this operation (or a lag, after which we look again).
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            ensure!(!left.is_zero(), "operation {id} did not end within 10 s");
+            match tokio::time::timeout(left, events.recv()).await {
+                Ok(Ok(changed)) if changed != id => continue,
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => break,
+                Ok(Err(broadcast::error::RecvError::Closed)) => bail!("the engine stopped"),
+                Err(_) => bail!("operation {id} did not end within 10 s"),
+            }
+        }
+    }
+}
+
+// --- 2. and 3. a real daemon with 10,000 environments
+
+async fn daemon_bench(sizes: Sizes, rows: &mut Vec<Row>) -> Result<()> {
+    progress("idle aegird with an empty store");
+    let empty_dir = tempfile::tempdir()?;
+    let empty_rss = {
+        let state = empty_dir.path().to_path_buf();
+        let daemon = blocking(move || Daemon::start(&state, &DaemonOpts::default())).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        rss_mib(daemon.child.id())?
+    };
+
+    progress(&format!("seeding a store with {ENVIRONMENTS} environments"));
+    let full_dir = tempfile::tempdir()?;
+    let t0 = Instant::now();
+    seed_environments(full_dir.path()).await?;
+    progress(&format!("seeded in {:.1} s", t0.elapsed().as_secs_f64()));
+
+    progress(&format!("idle aegird with {ENVIRONMENTS} environments"));
+    let state = full_dir.path().to_path_buf();
+    let daemon = blocking(move || Daemon::start(&state, &DaemonOpts::default())).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let full_rss = rss_mib(daemon.child.id())?;
+    rows.push(Row::new(
+        format!("aegird idle RSS, {ENVIRONMENTS} environments (SQLite)"),
+        full_rss,
+        "aegird idle RSS, empty store",
+        empty_rss,
+        Unit::MiB,
+    ));
+
+    progress("GET /api/v1/environments");
+    let daemon = Arc::new(daemon);
+    let d = daemon.clone();
+    let token = blocking(move || d.token("bench", None)).await?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(1)
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let base = daemon.url();
+    let n = sizes.http_requests;
+
+    // The floor first, then each list, each on the same kept-alive connection.
+    let health = http_series(&client, &format!("{base}/healthz"), None, n).await?;
+    // The cheapest authenticated route (one server): the floor plus the token check.
+    let authed = http_series(&client, &format!("{base}/api/v1/servers"), Some(&token), n).await?;
+    let (page, body) = http_series_checked(
+        &client,
+        &format!("{base}/api/v1/environments"),
+        &token,
+        n,
+        100,
+        ENVIRONMENTS,
+    )
+    .await?;
+    let (big, big_body) = http_series_checked(
+        &client,
+        &format!("{base}/api/v1/environments?limit=1000"),
+        &token,
+        n,
+        1000,
+        ENVIRONMENTS,
+    )
+    .await?;
+    let (search, _) = http_series_checked(
+        &client,
+        &format!("{base}/api/v1/environments?q=site-0999"),
+        &token,
+        n,
+        10,
+        10,
+    )
+    .await?;
+    let after_rss = rss_mib(daemon.child.id())?;
+
+    // The same three lists as in-process store calls on the daemon's own file, to tell the
+    // query's share from that of HTTP, authentication and JSON.
+    progress("store.list_environments in-process");
+    let store = Store::open(&aegird::config::sqlite_url(
+        &full_dir.path().join("aegir.db"),
+    ))
+    .await?;
+    let mut direct: Vec<Vec<Duration>> = Vec::new();
+    for (search, limit) in [(None, 100), (None, 1000), (Some("site-0999"), 100)] {
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..WARMUP + n {
+            let t0 = Instant::now();
+            let page = store.list_environments(search, limit, 0).await?;
+            let dt = t0.elapsed();
+            ensure!(
+                !page.items.is_empty(),
+                "store.list_environments found nothing"
+            );
+            if i >= WARMUP {
+                samples.push(dt);
+            }
+        }
+        direct.push(samples);
+    }
+    store.close().await;
+    progress(&format!(
+        "response sizes: default page {} KiB, limit=1000 {} KiB",
+        body / 1024,
+        big_body / 1024
+    ));
+    latency_rows(
+        rows,
+        "GET /api/v1/servers (1 row; bearer token checked)",
+        &authed,
+        "GET /healthz",
+        &health,
+    );
+    latency_rows(
+        rows,
+        &format!("GET /api/v1/environments (100 of {ENVIRONMENTS})"),
+        &page,
+        "GET /healthz",
+        &health,
+    );
+    latency_rows(
+        rows,
+        &format!("GET /api/v1/environments?limit=1000 (of {ENVIRONMENTS})"),
+        &big,
+        "GET /healthz",
+        &health,
+    );
+    latency_rows(
+        rows,
+        "GET /api/v1/environments?q=site-0999 (10 matches)",
+        &search,
+        "GET /healthz",
+        &health,
+    );
+    for ((what, samples), (call, in_process)) in [
+        ("GET /api/v1/environments", &page),
+        ("GET /api/v1/environments?limit=1000", &big),
+        ("GET /api/v1/environments?q=site-0999", &search),
+    ]
+    .into_iter()
+    .zip([
+        ("(None, 100, 0)", &direct[0]),
+        ("(None, 1000, 0)", &direct[1]),
+        ("(Some(\"site-0999\"), 100, 0)", &direct[2]),
+    ]) {
+        rows.push(Row::new(
+            format!("{what}, p50"),
+            percentile_ms(samples, 50.0),
+            format!("store.list_environments{call} in-process, p50"),
+            percentile_ms(in_process, 50.0),
+            Unit::Millis,
+        ));
+    }
+    rows.push(Row::new(
+        format!("aegird RSS after those {} requests", 5 * (n + WARMUP)),
+        after_rss,
+        "aegird idle RSS, empty store",
+        empty_rss,
+        Unit::MiB,
+    ));
+    Ok(())
+}
+
+/// Run blocking harness code (it waits on processes and threads) off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("harness call panicked")
+}
+
+/// A state directory whose SQLite store holds one server, project and release, and
+/// [`ENVIRONMENTS`] environments on them.
+async fn seed_environments(state_dir: &Path) -> Result<()> {
+    let store = Store::open(&aegird::config::sqlite_url(&state_dir.join("aegir.db"))).await?;
+    let now = SystemClock.now();
+    let server = store
+        .insert_server(
+            &NewServerRow {
+                name: "web1".into(),
+                transport: Transport::Local,
+                ssh_user: None,
+                ssh_host: None,
+                ssh_port: None,
+            },
+            now,
+        )
+        .await?;
+    let project = store
+        .insert_project(
+            "drupal",
+            ProjectSource::Path,
+            None,
+            None,
+            Some("/var/aegir/platforms/drupal-10.2.6"),
+            now,
+        )
+        .await?;
+    let release = store
+        .insert_release(
+            &NewReleaseRow {
+                name: "drupal-10.2.6".into(),
+                project_id: project.id,
+                server_id: Some(server.id),
+                git_ref: None,
+                path: Some("/var/aegir/platforms/drupal-10.2.6".into()),
+            },
+            now,
+        )
+        .await?;
+    for i in 1..=ENVIRONMENTS {
+        store
+            .insert_environment(
+                &NewEnvironmentRow {
+                    uri: format!("site-{i:05}.example.com"),
+                    release_id: release.id,
+                    server_id: server.id,
+                    status: EnvironmentStatus::Active,
+                    https: HttpsMode::Off,
+                    aliases: vec![format!("www.site-{i:05}.example.com")],
+                    redirect_aliases: true,
+                    db_name: Some(format!("site{i:05}")),
+                },
+                now,
+            )
+            .await?;
+    }
+    store.close().await;
+    Ok(())
+}
+
+/// Resident set size of a process, from /proc.
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("cannot read /proc/{pid}/status"))?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .context("no VmRSS line")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .context("unreadable VmRSS")?;
+    Ok(kib / 1024.0)
+}
+
+/// Time `n` GETs of `url` (after [`WARMUP`] unmeasured ones), each until its whole body is in.
+async fn http_series(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    n: usize,
+) -> Result<Vec<Duration>> {
+    Ok(http_series_bodies(client, url, token, n).await?.0)
+}
+
+/// As [`http_series`], and return the last body.
+async fn http_series_bodies(
+    client: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    n: usize,
+) -> Result<(Vec<Duration>, Vec<u8>)> {
+    let mut samples = Vec::with_capacity(n);
+    let mut last = Vec::new();
+    for i in 0..WARMUP + n {
+        let mut req = client.get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let t0 = Instant::now();
+        let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await?;
+        let dt = t0.elapsed();
+        ensure!(
+            status.is_success(),
+            "GET {url}: {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        if i >= WARMUP {
+            samples.push(dt);
+        }
+        last = body.to_vec();
+    }
+    Ok((samples, last))
+}
+
+/// A timed series of an environment list, checking that the answer is the page asked for.
+/// Returns the samples and the size of the body.
+async fn http_series_checked(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    n: usize,
+    want_items: usize,
+    want_total: usize,
+) -> Result<(Vec<Duration>, usize)> {
+    let (samples, body) = http_series_bodies(client, url, Some(token), n).await?;
+    let page: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("GET {url}: not JSON"))?;
+    let items = page["items"].as_array().map_or(0, Vec::len);
+    let total = page["total"].as_u64().unwrap_or(0) as usize;
+    ensure!(
+        items == want_items && total == want_total,
+        "GET {url}: {items} items of {total}, expected {want_items} of {want_total}"
+    );
+    Ok((samples, body.len()))
+}
