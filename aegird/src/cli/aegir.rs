@@ -103,10 +103,10 @@ pub enum ServerCmd {
         #[arg(long, value_name = "USER@HOST[:PORT]")]
         ssh: Option<String>,
     },
+    /// List servers and their status.
     List,
-    Show {
-        name: String,
-    },
+    /// Show a server and the services verify found.
+    Show { name: String },
     /// Detect the OS, web server, PHP-FPM and database server and record them.
     Verify {
         name: String,
@@ -117,15 +117,17 @@ pub enum ServerCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ClusterCmd {
+    /// Record a Kubernetes cluster by its API server URL.
     Add {
         name: String,
         #[arg(long, value_name = "URL")]
         api_url: String,
     },
+    /// List clusters.
     List,
-    Show {
-        name: String,
-    },
+    /// Show a cluster.
+    Show { name: String },
+    /// Check that the cluster can be reached.
     Verify {
         name: String,
         #[command(flatten)]
@@ -135,6 +137,7 @@ pub enum ClusterCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum ProjectCmd {
+    /// Record a project: a git repository (--git) or a directory (--path).
     Add {
         name: String,
         #[arg(long, conflicts_with = "path", required_unless_present = "path")]
@@ -144,14 +147,15 @@ pub enum ProjectCmd {
         #[arg(long, value_name = "DIR")]
         path: Option<String>,
     },
+    /// List projects.
     List,
-    Show {
-        name: String,
-    },
+    /// Show a project.
+    Show { name: String },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ReleaseCmd {
+    /// Record a release of a project on a server.
     Create {
         name: String,
         #[arg(long)]
@@ -161,10 +165,11 @@ pub enum ReleaseCmd {
         #[arg(long = "ref", value_name = "REF")]
         git_ref: Option<String>,
     },
+    /// List releases with their application and version.
     List,
-    Show {
-        name: String,
-    },
+    /// Show a release and its package set.
+    Show { name: String },
+    /// Detect the release's application, version, docroot and packages.
     Verify {
         name: String,
         #[command(flatten)]
@@ -189,6 +194,7 @@ pub enum EnvCmd {
         #[command(flatten)]
         wait: Wait,
     },
+    /// List environments (paged; --search filters by uri).
     List {
         /// Only environments whose uri contains this.
         #[arg(long)]
@@ -198,18 +204,25 @@ pub enum EnvCmd {
         #[arg(long, default_value_t = 0)]
         offset: i64,
     },
-    Show {
-        uri: String,
-    },
+    /// Show an environment.
+    Show { uri: String },
+    /// Re-render the environment's configuration and report drift.
     Verify(EnvTarget),
+    /// Serve a "site disabled" page (503) instead of the site.
     Disable(EnvTarget),
+    /// Serve the site again after disable.
     Enable(EnvTarget),
+    /// Delete the site, its database and files (the record stays as deleted).
     Delete(EnvTarget),
     /// A one-time login link.
     Login(EnvTarget),
+    /// Back up the database and files.
     Backup(EnvTarget),
+    /// Restore the environment from a backup.
     Restore(EnvTarget),
+    /// Make a new environment from this one.
     Clone(EnvTarget),
+    /// Move the environment to another release or server.
     Migrate(EnvTarget),
 }
 
@@ -229,15 +242,15 @@ pub enum HttpsArg {
 
 #[derive(Debug, Subcommand)]
 pub enum OpCmd {
+    /// List operations, newest first.
     List {
         #[arg(long)]
         status: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
-    Show {
-        id: i64,
-    },
+    /// Show an operation with its tasks.
+    Show { id: i64 },
     /// Print an operation's log.
     Logs {
         id: i64,
@@ -251,46 +264,43 @@ pub enum OpCmd {
         #[command(flatten)]
         wait: Wait,
     },
-    Cancel {
-        id: i64,
-    },
+    /// Cancel a queued operation, or stop a running one and undo what it did.
+    Cancel { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCmd {
+    /// List backups (of one environment with --env).
     List {
         #[arg(long = "env", value_name = "URI")]
         environment: Option<String>,
     },
-    Show {
-        id: i64,
-    },
+    /// Show a backup.
+    Show { id: i64 },
     /// Re-read the archive and check every checksum.
     Verify {
         id: i64,
         #[command(flatten)]
         wait: Wait,
     },
+    /// Delete a backup archive.
     Delete {
         id: i64,
         #[command(flatten)]
         wait: Wait,
     },
-    Download {
-        id: i64,
-    },
+    /// Download a backup archive.
+    Download { id: i64 },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum TokenCmd {
+    /// List API tokens (names and prefixes, never the tokens).
     List,
     /// Create a token and print it (shown only this once).
-    Create {
-        name: String,
-    },
-    Revoke {
-        name: String,
-    },
+    Create { name: String },
+    /// Revoke a token.
+    Revoke { name: String },
 }
 
 /// Run the parsed command line and give the process exit code.
