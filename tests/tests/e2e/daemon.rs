@@ -343,28 +343,65 @@ async fn serve_without_configuration_uses_the_user_data_dir_and_loopback() {
         .env("HOME", home.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(Stdio::piped());
     for (k, _) in std::env::vars() {
-        if k.starts_with("AEGIR_") || k == "XDG_DATA_HOME" {
+        if k.starts_with("AEGIR_") || k == "XDG_DATA_HOME" || k == "JOURNAL_STREAM" {
             cmd.env_remove(k);
         }
     }
     let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut healthy = false;
-    while Instant::now() < deadline && !healthy {
-        std::thread::sleep(Duration::from_millis(100));
-        if let Ok(resp) = reqwest::get("http://127.0.0.1:7270/healthz").await {
-            healthy = resp.status() == 200;
+    // Read what it says until it listens or gives up.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
         }
-    }
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert!(healthy, "no /healthz on 127.0.0.1:7270");
-    assert!(status.success());
+    });
+    let mut said = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let listening = loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) => {
+                said.push_str(&line);
+                said.push('\n');
+                if line.contains("listening on") {
+                    break true;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(_) => assert!(Instant::now() < deadline, "aegird said:\n{said}"),
+        }
+    };
     let dir = home.path().join(".local/share/aegir");
-    assert!(dir.join("aegir.db").exists());
+    if listening {
+        assert!(
+            said.contains("listening on http://127.0.0.1:7270/"),
+            "{said}"
+        );
+        let health = reqwest::get("http://127.0.0.1:7270/healthz").await.unwrap();
+        assert_eq!(health.status(), 200);
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        assert!(child.wait().unwrap().success());
+    } else {
+        // Someone (say, the README's first command) already runs an aegird on the default
+        // port: ours must have tried exactly that address, and said so.
+        assert!(!child.wait().unwrap().success());
+        assert!(
+            said.contains("cannot listen on 127.0.0.1:7270"),
+            "aegird neither listened nor named the default address:\n{said}"
+        );
+    }
+    assert!(
+        dir.join("aegir.db").exists(),
+        "no store in {}",
+        dir.display()
+    );
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "state directory mode {mode:o}");
 }
