@@ -30,6 +30,62 @@ pub fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+/// Test counts summed over every `test result:` line cargo's test binaries print.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub passed: u64,
+    pub failed: u64,
+    pub ignored: u64,
+}
+
+impl Tally {
+    /// Adds a libtest summary such as
+    /// `test result: ok. 22 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; ...`.
+    pub fn add_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(label), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = count.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Echoes and runs a `cargo test`, passing its output through line by line while counting
+/// the tests; returns its exit status and the counts.
+pub fn run_counting_tests(cmd: &mut Command) -> Result<(std::process::ExitStatus, Tally)> {
+    use std::io::{BufRead, BufReader, Write};
+    let shown = display(cmd);
+    println!("$ {shown}");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start `{shown}`"))?;
+    let mut tally = Tally::default();
+    let stdout = child.stdout.take().context("test output")?;
+    let mut out = std::io::stdout().lock();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("reading test output")?;
+        tally.add_line(&line);
+        writeln!(out, "{line}")?;
+    }
+    drop(out);
+    Ok((child.wait()?, tally))
+}
+
 /// Runs `cmd` silently and captures its output, for probes whose failure we explain ourselves.
 pub fn capture(cmd: &mut Command) -> Result<Output> {
     cmd.stdin(Stdio::null())
@@ -129,6 +185,25 @@ fn redact(word: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tally_adds_every_libtest_summary() {
+        let mut t = Tally::default();
+        t.add_line("test result: ok. 22 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 20.24s");
+        t.add_line(
+            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out",
+        );
+        t.add_line("test engine::x ... ok");
+        t.add_line("running 5 tests");
+        assert_eq!(
+            t,
+            Tally {
+                passed: 25,
+                failed: 2,
+                ignored: 1
+            }
+        );
+    }
 
     #[test]
     fn display_quotes_what_a_shell_would_split() {

@@ -51,8 +51,20 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let mut test = cargo(&["test", "--workspace"]);
     test.args(&options.cargo_test_args)
         .env(postgres::URL_VAR, &postgres_url);
-    step("cargo test", &mut test)?;
-
+    cmd::header("cargo test");
+    let (status, tally) = cmd::run_counting_tests(&mut test)?;
+    // One closing line over every test binary: cargo's own last lines are those of its
+    // (often empty) doc-test runs, which say nothing about the suite.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.ignored
+    );
+    if !status.success() {
+        bail!("step `cargo test` failed ({status})");
+    }
+    if tally.passed == 0 {
+        bail!("step `cargo test` ran no test");
+    }
     cmd::header("All tests passed");
     Ok(())
 }
