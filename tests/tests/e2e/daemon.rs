@@ -405,3 +405,64 @@ async fn serve_without_configuration_uses_the_user_data_dir_and_loopback() {
     let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o700, "state directory mode {mode:o}");
 }
+
+#[tokio::test]
+async fn tells_systemd_it_is_ready_pings_the_watchdog_and_says_when_it_stops() {
+    // systemd's side of sd_notify is a datagram socket named by NOTIFY_SOCKET: the test
+    // listens on one, as systemd would for a Type=notify unit with WatchdogSec=.
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let state = tempfile::tempdir().unwrap();
+    // systemd names the watched process in WATCHDOG_PID; `exec` keeps the shell's pid, so
+    // the daemon is started exactly as systemd would start it.
+    let mut child = Command::new("sh")
+        .args(["-c", "WATCHDOG_PID=$$ exec \"$0\" \"$@\""])
+        .arg(bin("aegird"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state.path())
+        .env("NOTIFY_SOCKET", &sock_path)
+        // 400 ms: aegird must ping at least every 200 ms.
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("JOURNAL_STREAM")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let mut recv = || -> String {
+        let n = sock.recv(&mut buf).expect("a notification from aegird");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.contains("READY=1")) {
+        seen.push(recv());
+    }
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while pings < 5 {
+        if recv().contains("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    // Five pings at (at most) half the interval.
+    assert!(
+        t0.elapsed() < Duration::from_millis(5 * 300),
+        "{:?}",
+        t0.elapsed()
+    );
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let mut stopping = false;
+    for _ in 0..50 {
+        if recv().contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "no STOPPING=1 after SIGTERM");
+    assert!(child.wait().unwrap().success());
+}
