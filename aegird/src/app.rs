@@ -446,11 +446,23 @@ impl App {
         Ok(self.store().insert_release(&row, self.now()).await?)
     }
 
+    /// Detect the release's application, version, docroot and packages on its server.
     pub async fn verify_release(&self, name: &str) -> Result<Operation> {
-        self.release(name).await?;
-        Err(AppError::NotAvailable(
-            "verifying releases (it comes with the server backend)".into(),
-        ))
+        let release = self.release(name).await?;
+        let target = TargetRef {
+            target_type: TargetType::Release,
+            id: release.id,
+            name: release.name,
+        };
+        Ok(self
+            .engine
+            .enqueue(
+                OperationKind::ReleaseVerify,
+                target,
+                serde_json::json!({}),
+                None,
+            )
+            .await?)
     }
 
     // --- environments

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod apps;
 pub mod backend;
 pub mod cli;
 pub mod clock;

@@ -1,7 +1,8 @@
-//! Making sure the host services that `server verify` detects are installed (not started).
+//! Making sure the host services that `server verify` detects, and the real application
+//! release verify reads, are installed (not started).
 //!
-//! The tests only look for the binaries, so installing is enough; starting them would just
-//! hold ports and memory.
+//! The tests only look for the binaries and files, so installing is enough; starting them
+//! would just hold ports and memory.
 
 use std::path::Path;
 
@@ -17,7 +18,7 @@ struct Service {
     installed: fn() -> bool,
 }
 
-const SERVICES: [Service; 3] = [
+const SERVICES: [Service; 4] = [
     Service {
         name: "nginx",
         package: "nginx",
@@ -44,17 +45,26 @@ const SERVICES: [Service; 3] = [
                 .any(|path| Path::new(path).exists())
         },
     },
+    Service {
+        name: "WordPress",
+        // Naming php keeps apt from pulling in apache2 for WordPress's PHP dependency.
+        package: "wordpress php",
+        installed: || Path::new("/usr/share/wordpress/wp-includes/version.php").exists(),
+    },
 ];
 
-/// Installs whichever of nginx, php-fpm and MariaDB is missing; apt is left alone if none is.
+/// Installs whichever of nginx, php-fpm, MariaDB and WordPress is missing; apt is left alone if none is.
 pub fn ensure(apt: &mut Apt) -> Result<()> {
-    cmd::header("Ensuring nginx, php-fpm and MariaDB are installed");
+    cmd::header("Ensuring nginx, php-fpm, MariaDB and WordPress are installed");
     let missing: Vec<&Service> = SERVICES.iter().filter(|s| !(s.installed)()).collect();
     if missing.is_empty() {
         println!("All installed");
         return Ok(());
     }
     let names: Vec<&str> = missing.iter().map(|s| s.name).collect();
-    let packages: Vec<&str> = missing.iter().map(|s| s.package).collect();
+    let packages: Vec<&str> = missing
+        .iter()
+        .flat_map(|s| s.package.split_whitespace())
+        .collect();
     apt.install(&names.join(", "), &packages)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 /// At most this much of a command's output is kept; the rest is cut and said so.
-const MAX_OUTPUT: usize = 256 * 1024;
+const MAX_OUTPUT: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {

@@ -3,6 +3,8 @@
 //! will go through kube-rs. Application differences belong to app drivers, not here.
 
 pub mod executor;
+mod release;
+mod shell;
 mod verify;
 
 use std::sync::Arc;
@@ -45,6 +47,28 @@ impl Planner for HostPlanner {
                     .ok_or_else(|| PlanError::NotFound(format!("server {}", spec.target.name)))?;
                 let exec = executor_for(&server, &self.local)?;
                 Ok(verify::plan(server.id, exec))
+            }
+            OperationKind::ReleaseVerify => {
+                let release = store
+                    .release_by_id(spec.target.id)
+                    .await?
+                    .ok_or_else(|| PlanError::NotFound(format!("release {}", spec.target.name)))?;
+                let Some(server_name) = &release.server else {
+                    return Err(PlanError::NotAvailable(
+                        "releases on clusters (they come with the Kubernetes backend)".into(),
+                    ));
+                };
+                let server = store
+                    .server_by_name(server_name)
+                    .await?
+                    .ok_or_else(|| PlanError::NotFound(format!("server {server_name}")))?;
+                let Some(path) = release.path.clone() else {
+                    return Err(PlanError::NotAvailable(
+                        "building releases from git (it comes with the server backend)".into(),
+                    ));
+                };
+                let exec = executor_for(&server, &self.local)?;
+                Ok(release::plan(release.id, path, exec))
             }
         }
     }

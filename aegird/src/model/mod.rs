@@ -141,6 +141,7 @@ text_enum! {
     /// the others answer "not available yet" before anything is written.
     pub enum OperationKind {
         ServerVerify = "server.verify",
+        ReleaseVerify = "release.verify",
     }
 }
 
@@ -151,11 +152,14 @@ impl OperationKind {
             // Verify writes what it detects (and, with the server backend, aegird's own
             // nginx include and pool), so it takes the target exclusively.
             OperationKind::ServerVerify => true,
+            // Writes what it found on the release.
+            OperationKind::ReleaseVerify => true,
         }
     }
     pub fn target_type(self) -> TargetType {
         match self {
             OperationKind::ServerVerify => TargetType::Server,
+            OperationKind::ReleaseVerify => TargetType::Release,
         }
     }
 }
@@ -351,11 +355,11 @@ pub struct Release {
     pub app_version: Option<String>,
     pub docroot: Option<String>,
     /// Package set found by release verify (composer.lock, .info files, WP plugins).
-    #[schema(value_type = Object)]
-    pub packages: serde_json::Value,
+    pub packages: Vec<crate::apps::Package>,
     /// A locked release accepts no new environments (Aegir 3's locked platform).
     pub locked: bool,
     pub status: ReleaseStatus,
+    pub verified_at: Option<Timestamp>,
     pub created_at: Timestamp,
 }
 

@@ -77,7 +77,8 @@ fn project_from(r: &AnyRow) -> Result<Project> {
 
 const RELEASE_SELECT: &str =
     "SELECT r.id, r.name, p.name AS project, s.name AS server, r.git_ref, \
-     r.path, r.app_kind, r.app_version, r.docroot, r.packages, r.locked, r.status, r.created_at \
+     r.path, r.app_kind, r.app_version, r.docroot, r.packages, r.locked, r.status, r.verified_at, \
+     r.created_at \
      FROM releases r JOIN projects p ON p.id = r.project_id \
      LEFT JOIN servers s ON s.id = r.server_id";
 
@@ -98,6 +99,7 @@ fn release_from(r: &AnyRow) -> Result<Release> {
         packages: json(r, "packages")?,
         locked: flag(r, "locked")?,
         status: parse(r, "status")?,
+        verified_at: opt_ts(r, "verified_at")?,
         created_at: ts(r, "created_at")?,
     })
 }
@@ -290,7 +292,7 @@ impl Store {
     pub async fn insert_release(&self, r: &NewReleaseRow, now: Timestamp) -> Result<Release> {
         let id: Id = sqlx::query(
             "INSERT INTO releases (name, project_id, server_id, git_ref, path, status, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+             packages, created_at) VALUES ($1, $2, $3, $4, $5, $6, '[]', $7) RETURNING id",
         )
         .bind(&r.name)
         .bind(r.project_id)
@@ -315,6 +317,49 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(release_from).collect()
+    }
+
+    pub async fn release_by_id(&self, id: Id) -> Result<Option<Release>> {
+        let row = sqlx::query(&format!("{RELEASE_SELECT} WHERE r.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(release_from).transpose()
+    }
+
+    /// Record what release verify found (or only the status, when it failed).
+    pub async fn record_release_verify(
+        &self,
+        id: Id,
+        status: ReleaseStatus,
+        found: Option<(&crate::apps::Detected, &[crate::apps::Package])>,
+        now: Timestamp,
+    ) -> Result<()> {
+        match found {
+            Some((d, packages)) => {
+                sqlx::query(
+                    "UPDATE releases SET status = $1, app_kind = $2, app_version = $3, \
+                     docroot = $4, packages = $5, verified_at = $6 WHERE id = $7",
+                )
+                .bind(status.as_str())
+                .bind(d.kind.as_str())
+                .bind(&d.version)
+                .bind(&d.docroot)
+                .bind(serde_json::to_string(packages)?)
+                .bind(now.0)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            }
+            None => {
+                sqlx::query("UPDATE releases SET status = $1 WHERE id = $2")
+                    .bind(status.as_str())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
+        Ok(())
     }
 
     pub async fn release_by_name(&self, name: &str) -> Result<Option<Release>> {

@@ -3,4 +3,5 @@
 mod api;
 mod daemon;
 mod engine;
+mod releases;
 mod store;

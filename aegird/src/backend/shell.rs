@@ -1,0 +1,34 @@
+//! Shell scripts run on a host by backend steps, logged as what they do rather than as the
+//! script text (which is noise in an operation log).
+
+use super::executor::HostExecutor;
+use crate::engine::{StepContext, StepError};
+use crate::model::LogLevel;
+
+/// Run `script` with `sh -c` and positional `args` ($1, $2, ...; passed as arguments, never
+/// pasted into the script, so no quoting can go wrong). Its stdout when it exits 0; an error
+/// with its stderr otherwise.
+pub async fn script(
+    cx: &StepContext,
+    exec: &dyn HostExecutor,
+    what: &str,
+    script: &str,
+    args: &[&str],
+) -> Result<String, StepError> {
+    cx.log(LogLevel::Command, what).await;
+    let mut argv = vec!["-c", script, "sh"];
+    argv.extend_from_slice(args);
+    let out = exec
+        .run("sh", &argv)
+        .await
+        .map_err(|e| StepError::new(format!("{what}: {e}")))?;
+    if !out.success() {
+        return Err(StepError::new(format!(
+            "{what} failed on {} (exit {:?}): {}",
+            exec.describe(),
+            out.code,
+            out.stderr.trim()
+        )));
+    }
+    Ok(out.stdout)
+}
