@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
+use crate::backend::SshKeys;
 use crate::engine::{Engine, EngineError, PlanError};
 use crate::model::validate::{self, Invalid};
 use crate::model::*;
@@ -26,6 +27,9 @@ pub enum AppError {
     InvalidState(String),
     #[error("{0} is not available yet")]
     NotAvailable(String),
+    /// A host the request names could not be reached; nothing was written.
+    #[error("{0}")]
+    Unreachable(String),
     /// Something broke inside; the message is logged, not shown.
     #[error("internal error: {0}")]
     Internal(String),
@@ -48,6 +52,7 @@ impl From<EngineError> for AppError {
                 what: "target",
                 key: what,
             },
+            EngineError::Plan(PlanError::Host(msg)) => AppError::Internal(msg),
             EngineError::Plan(PlanError::Store(e)) | EngineError::Store(e) => e.into(),
         }
     }
@@ -128,6 +133,15 @@ pub struct NewToken {
     pub name: String,
 }
 
+/// A server as added. For SSH servers, the key to authorise on it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ServerAdded {
+    #[serde(flatten)]
+    pub server: Server,
+    /// aegird's public SSH key: append it to `~USER/.ssh/authorized_keys` on the server.
+    pub authorize_key: Option<String>,
+}
+
 /// A token as created: the only time the secret is shown.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreatedToken {
@@ -198,11 +212,13 @@ pub async fn create_token(store: &Store, name: &str, now: Timestamp) -> Result<C
 #[derive(Clone)]
 pub struct App {
     engine: Engine,
+    /// aegird's SSH identity, to show and to pin host keys with when a server is added.
+    ssh: SshKeys,
 }
 
 impl App {
-    pub fn new(engine: Engine) -> App {
-        App { engine }
+    pub fn new(engine: Engine, ssh: SshKeys) -> App {
+        App { engine, ssh }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -267,16 +283,13 @@ impl App {
             .ok_or_else(|| not_found("server", name))
     }
 
-    pub async fn add_server(&self, req: NewServer) -> Result<Server> {
+    /// Record a server. An SSH server's host key is fetched and pinned now, so that every
+    /// later connection goes to this host and no other; when it cannot be reached, nothing is
+    /// written.
+    pub async fn add_server(&self, req: NewServer) -> Result<ServerAdded> {
         let name = validate::name("name", &req.name)?;
-        let row = match (req.transport, &req.ssh) {
-            (Transport::Local, None) => NewServerRow {
-                name,
-                transport: Transport::Local,
-                ssh_user: None,
-                ssh_host: None,
-                ssh_port: None,
-            },
+        let (row, authorize_key) = match (req.transport, &req.ssh) {
+            (Transport::Local, None) => (NewServerRow::local(name), None),
             (Transport::Local, Some(_)) => {
                 return Err(
                     Invalid::new("ssh", "must not be given with transport \"local\"").into(),
@@ -290,13 +303,38 @@ impl App {
                 .into())
             }
             (Transport::Ssh, Some(spec)) => {
-                validate::ssh_target("ssh", spec)?;
-                return Err(AppError::NotAvailable(
-                    "adding servers over SSH (it comes with the server backend)".into(),
-                ));
+                let (user, host, port) = validate::ssh_target("ssh", spec)?;
+                if self.store().server_by_name(&name).await?.is_some() {
+                    return Err(AppError::Conflict(format!("server {name:?}")));
+                }
+                let host_key = self
+                    .ssh
+                    .scan_host_key(&host, port)
+                    .await
+                    .map_err(|e| AppError::Unreachable(e.to_string()))?;
+                let public = self
+                    .ssh
+                    .public_key()
+                    .await
+                    .map_err(|e| AppError::Internal(e.to_string()))?;
+                (
+                    NewServerRow {
+                        name,
+                        transport: Transport::Ssh,
+                        ssh_user: Some(user),
+                        ssh_host: Some(host),
+                        ssh_port: Some(port),
+                        ssh_host_key: Some(host_key),
+                    },
+                    Some(public),
+                )
             }
         };
-        Ok(self.store().insert_server(&row, self.now()).await?)
+        let server = self.store().insert_server(&row, self.now()).await?;
+        Ok(ServerAdded {
+            server,
+            authorize_key,
+        })
     }
 
     pub async fn verify_server(&self, name: &str) -> Result<Operation> {

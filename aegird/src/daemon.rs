@@ -12,7 +12,7 @@ use tokio::sync::watch;
 
 use crate::api;
 use crate::app::App;
-use crate::backend::HostPlanner;
+use crate::backend::{HostPlanner, SshKeys};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::engine::{Engine, Planner};
@@ -88,6 +88,9 @@ pub fn redact(url: &str) -> String {
 
 /// `aegird serve`: run until SIGTERM or SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    // Before anything can answer: a SIGTERM that arrives while we start must stop us
+    // cleanly, not kill us with the default action.
+    let shutdown = shutdown_signal()?;
     let store = open_store(&cfg).await?;
     let listener = TcpListener::bind(cfg.listen)
         .await
@@ -104,14 +107,14 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.state_dir.display()
         );
     }
-    let planner: Arc<dyn Planner> = Arc::new(HostPlanner::default());
+    let planner: Arc<dyn Planner> = Arc::new(HostPlanner::new(&cfg.state_dir));
     launch(
         store,
         Arc::new(SystemClock),
         planner,
         &cfg,
         listener,
-        shutdown_signal(),
+        shutdown,
     )
     .await
 }
@@ -133,7 +136,7 @@ pub async fn launch(
         cfg.engine.clone(),
         &cfg.node_name,
     );
-    let app = App::new(engine.clone());
+    let app = App::new(engine.clone(), SshKeys::new(cfg.state_dir.join("ssh")));
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -181,14 +184,17 @@ async fn watchdog_loop() {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGTERM and SIGINT handlers now; the future resolves on either signal.
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
-    }
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+    })
 }
 
 #[cfg(test)]

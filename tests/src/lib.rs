@@ -274,3 +274,164 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// A second host for SSH tests: a network namespace joined to this one by a veth pair, with
+/// its own sshd. It shares this machine's filesystem (enough to reach and verify it; a
+/// separate root comes with the tests that install sites there). Needs root.
+pub struct NetnsHost {
+    ns: String,
+    /// The namespace side's address; only ever reached from this machine.
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    sshd: Option<Child>,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetnsHost {
+    pub fn start() -> NetnsHost {
+        assert!(
+            Path::new("/usr/sbin/sshd").exists(),
+            "sshd is needed (cargo xtask test installs openssh-server)"
+        );
+        let id: u16 = rand::random();
+        let ns = format!("aegir-t{id:04x}");
+        // A /30 of our own in 10.213.0.0/16, used only inside this test's namespace pair.
+        let (a, b) = ((id >> 6) as u8, ((id & 0x3f) as u8) << 2);
+        let host_addr = format!("10.213.{a}.{}", b + 1);
+        let addr = format!("10.213.{a}.{}", b + 2);
+        let veth = format!("aeh{id:04x}");
+        ip(&["netns", "add", &ns]);
+        let host = NetnsHost {
+            ns: ns.clone(),
+            addr: addr.clone(),
+            dir: tempfile::tempdir().unwrap(),
+            sshd: None,
+        };
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &ns,
+        ]);
+        ip(&["addr", "add", &format!("{host_addr}/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/30"),
+            "dev",
+            "eth0",
+        ]);
+        ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        host.new_host_key();
+        std::fs::write(host.dir.path().join("authorized_keys"), "").unwrap();
+        let d = host.dir.path().display();
+        std::fs::write(
+            host.dir.path().join("sshd_config"),
+            format!(
+                "Port 22\nListenAddress {addr}\nHostKey {d}/host_ed25519\n\
+                 AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n\
+                 StrictModes no\nPidFile {d}/sshd.pid\nLogLevel VERBOSE\n"
+            ),
+        )
+        .unwrap();
+        let mut host = host;
+        host.start_sshd();
+        host
+    }
+
+    /// A new host key, as a reinstalled (or impersonated) host would present.
+    pub fn new_host_key(&self) {
+        let key = self.dir.path().join("host_ed25519");
+        let _ = std::fs::remove_file(&key);
+        let _ = std::fs::remove_file(key.with_extension("pub"));
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+    }
+
+    /// (Re)start sshd. Like a reboot, a restart ends every process in the namespace,
+    /// including the sessions an earlier sshd left serving open connections.
+    pub fn start_sshd(&mut self) {
+        if let Some(mut old) = self.sshd.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
+        self.kill_all();
+        let child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &self.ns,
+                "/usr/sbin/sshd",
+                "-D",
+                "-e",
+                "-f",
+            ])
+            .arg(self.dir.path().join("sshd_config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("sshd.log")).unwrap())
+            .spawn()
+            .expect("start sshd");
+        self.sshd = Some(child);
+        let target: SocketAddr = format!("{}:22", self.addr).parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect_timeout(&target, Duration::from_millis(200)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd in {} never listened",
+                self.ns
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn kill_all(&self) {
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.ns])
+            .output()
+            .expect("ip netns pids");
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<i32>() {
+                // SAFETY: kill(2) on processes inside the namespace this test made.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+    }
+
+    /// Let a public key log in as any user.
+    pub fn authorize(&self, public_key: &str) {
+        std::fs::write(
+            self.dir.path().join("authorized_keys"),
+            format!("{}\n", public_key.trim()),
+        )
+        .unwrap();
+    }
+}
+
+impl Drop for NetnsHost {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.kill_all();
+        // Deleting the namespace takes its end of the veth pair, and so the pair.
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}

@@ -18,7 +18,7 @@ struct Service {
     installed: fn() -> bool,
 }
 
-const SERVICES: [Service; 4] = [
+const SERVICES: [Service; 5] = [
     Service {
         name: "nginx",
         package: "nginx",
@@ -51,11 +51,17 @@ const SERVICES: [Service; 4] = [
         package: "wordpress php",
         installed: || Path::new("/usr/share/wordpress/wp-includes/version.php").exists(),
     },
+    Service {
+        // The SSH tests start their own sshd inside a network namespace.
+        name: "sshd",
+        package: "openssh-server",
+        installed: || Path::new("/usr/sbin/sshd").exists(),
+    },
 ];
 
-/// Installs whichever of nginx, php-fpm, MariaDB and WordPress is missing; apt is left alone if none is.
+/// Installs whichever of nginx, php-fpm, MariaDB, WordPress and sshd is missing; apt is left alone if none is.
 pub fn ensure(apt: &mut Apt) -> Result<()> {
-    cmd::header("Ensuring nginx, php-fpm, MariaDB and WordPress are installed");
+    cmd::header("Ensuring nginx, php-fpm, MariaDB, WordPress and sshd are installed");
     let missing: Vec<&Service> = SERVICES.iter().filter(|s| !(s.installed)()).collect();
     if missing.is_empty() {
         println!("All installed");

@@ -16,7 +16,7 @@ use crate::app::AppError;
 pub struct ErrorBody {
     /// Stable machine-readable code: invalid_input, invalid_json, not_found, conflict,
     /// invalid_state, unauthorized, payload_too_large, unsupported_media_type,
-    /// method_not_allowed, not_available, internal.
+    /// method_not_allowed, not_available, unreachable, internal.
     pub error: String,
     pub message: String,
     /// The request field at fault, when there is one.
@@ -81,6 +81,7 @@ impl From<AppError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             AppError::InvalidState(m) => ApiError::new(StatusCode::CONFLICT, "invalid_state", m),
+            AppError::Unreachable(m) => ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", m),
             e @ AppError::NotAvailable(_) => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_available", e.to_string())
             }

@@ -10,7 +10,7 @@ use utoipa::IntoParams;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::app::{
     App, CreatedToken, EnvAction, ListQuery, NewCluster, NewEnvironment, NewProject, NewRelease,
-    NewServer, NewToken, OperationQuery,
+    NewServer, NewToken, OperationQuery, ServerAdded,
 };
 use crate::model::*;
 
@@ -34,12 +34,12 @@ pub async fn list_servers(State(app): State<App>) -> R<Vec<Server>> {
 }
 
 #[utoipa::path(post, path = "/servers", tag = "servers", request_body = NewServer,
-    responses((status = 201, body = Server), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 501, body = ErrorBody)))]
+    responses((status = 201, body = ServerAdded), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody)))]
 pub async fn add_server(
     State(app): State<App>,
     ApiJson(req): ApiJson<NewServer>,
-) -> Created<Server> {
+) -> Created<ServerAdded> {
     Ok(created(app.add_server(req).await?))
 }
 

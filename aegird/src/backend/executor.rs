@@ -18,6 +18,9 @@ pub enum ExecError {
     },
     #[error("{program} did not finish within {timeout:?}")]
     Timeout { program: String, timeout: Duration },
+    /// The host could not be reached (SSH failed before the command ran).
+    #[error("cannot reach {target}: {message}")]
+    Unreachable { target: String, message: String },
     #[error("I/O error running {program}: {source}")]
     Io {
         program: String,
@@ -83,7 +86,7 @@ fn search_path() -> String {
     path
 }
 
-fn lossy_capped(bytes: &[u8]) -> String {
+pub(crate) fn lossy_capped(bytes: &[u8]) -> String {
     if bytes.len() > MAX_OUTPUT {
         let mut s = String::from_utf8_lossy(&bytes[..MAX_OUTPUT]).into_owned();
         s.push_str("\n[output cut]");

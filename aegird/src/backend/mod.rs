@@ -5,6 +5,7 @@
 pub mod executor;
 mod release;
 mod shell;
+pub mod ssh;
 mod verify;
 
 use std::sync::Arc;
@@ -12,27 +13,51 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub use executor::{CommandOutput, ExecError, HostExecutor, LocalExecutor};
+pub use ssh::{SshError, SshKeys};
 
 use crate::engine::{OperationSpec, Plan, PlanError, Planner};
 use crate::model::{OperationKind, Server, Transport};
 use crate::store::Store;
 
 /// The daemon's planner.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub struct HostPlanner {
     pub local: LocalExecutor,
+    pub ssh: SshKeys,
 }
 
-/// Picks how to reach a server.
-pub fn executor_for(
-    server: &Server,
-    local: &LocalExecutor,
-) -> Result<Arc<dyn HostExecutor>, PlanError> {
-    match server.transport {
-        Transport::Local => Ok(Arc::new(local.clone())),
-        Transport::Ssh => Err(PlanError::NotAvailable(
-            "reaching servers over SSH (it comes with the server backend)".into(),
-        )),
+impl HostPlanner {
+    /// SSH keys and connection files live under `<state-dir>/ssh`.
+    pub fn new(state_dir: &std::path::Path) -> HostPlanner {
+        HostPlanner {
+            local: LocalExecutor::default(),
+            ssh: SshKeys::new(state_dir.join("ssh")),
+        }
+    }
+
+    /// Picks how to reach a server: the one place that knows about transports.
+    pub fn executor_for(&self, server: &Server) -> Result<Arc<dyn HostExecutor>, PlanError> {
+        match server.transport {
+            Transport::Local => Ok(Arc::new(self.local.clone())),
+            Transport::Ssh => {
+                let (Some(user), Some(host), Some(port), Some(key)) = (
+                    &server.ssh_user,
+                    &server.ssh_host,
+                    server.ssh_port,
+                    &server.ssh_host_key,
+                ) else {
+                    return Err(PlanError::NotFound(format!(
+                        "the SSH address or pinned host key of server {}",
+                        server.name
+                    )));
+                };
+                let exec = self
+                    .ssh
+                    .executor(server.id, user, host, port, key)
+                    .map_err(|e| PlanError::Host(format!("cannot prepare SSH: {e}")))?;
+                Ok(Arc::new(exec))
+            }
+        }
     }
 }
 
@@ -45,7 +70,7 @@ impl Planner for HostPlanner {
                     .server_by_id(spec.target.id)
                     .await?
                     .ok_or_else(|| PlanError::NotFound(format!("server {}", spec.target.name)))?;
-                let exec = executor_for(&server, &self.local)?;
+                let exec = self.executor_for(&server)?;
                 Ok(verify::plan(server.id, exec))
             }
             OperationKind::ReleaseVerify => {
@@ -67,7 +92,7 @@ impl Planner for HostPlanner {
                         "building releases from git (it comes with the server backend)".into(),
                     ));
                 };
-                let exec = executor_for(&server, &self.local)?;
+                let exec = self.executor_for(&server)?;
                 Ok(release::plan(release.id, path, exec))
             }
         }

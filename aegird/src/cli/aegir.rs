@@ -359,7 +359,17 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                     json!({ "name": name, "transport": "ssh", "ssh": ssh })
                 };
                 let v: Value = c.post("/servers", &body).await?;
-                out.value(&v, show_server);
+                out.value(&v, |v| {
+                    show_server(v);
+                    if let Some(key) = v["authorize_key"].as_str() {
+                        println!(
+                            "\nAuthorise aegird on the server: append this line to \
+                             ~{}/.ssh/authorized_keys there, then run `aegir server verify {}`:\n\n{key}",
+                            str_of(&v["ssh_user"]),
+                            str_of(&v["name"]),
+                        );
+                    }
+                });
                 Ok(exit::OK)
             }
             ServerCmd::List => {
@@ -755,6 +765,13 @@ fn show_server(v: &Value) {
     let mut kv = vec![
         ("name".to_string(), str_of(&v["name"])),
         ("transport".to_string(), str_of(&v["transport"])),
+        (
+            "address".to_string(),
+            match v["ssh_host"].as_str() {
+                Some(h) => format!("{}@{h}:{}", str_of(&v["ssh_user"]), v["ssh_port"]),
+                None => "-".into(),
+            },
+        ),
         ("status".to_string(), str_of(&v["status"])),
         ("verified_at".to_string(), str_of(&v["verified_at"])),
     ];

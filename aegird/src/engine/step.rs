@@ -36,6 +36,9 @@ pub enum PlanError {
     /// The target is gone.
     #[error("{0} not found")]
     NotFound(String),
+    /// The host side could not be prepared (e.g. SSH files in the state directory).
+    #[error("{0}")]
+    Host(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -314,6 +314,8 @@ pub struct Server {
     pub ssh_user: Option<String>,
     pub ssh_host: Option<String>,
     pub ssh_port: Option<u16>,
+    /// The host key(s) pinned when the server was added, as known_hosts lines.
+    pub ssh_host_key: Option<String>,
     pub status: ServerStatus,
     pub services: DetectedServices,
     pub verified_at: Option<Timestamp>,

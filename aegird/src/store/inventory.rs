@@ -14,6 +14,21 @@ pub struct NewServerRow {
     pub ssh_user: Option<String>,
     pub ssh_host: Option<String>,
     pub ssh_port: Option<u16>,
+    pub ssh_host_key: Option<String>,
+}
+
+impl NewServerRow {
+    /// The host aegird itself runs on.
+    pub fn local(name: impl Into<String>) -> NewServerRow {
+        NewServerRow {
+            name: name.into(),
+            transport: Transport::Local,
+            ssh_user: None,
+            ssh_host: None,
+            ssh_port: None,
+            ssh_host_key: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +60,7 @@ fn server_from(r: &AnyRow) -> Result<Server> {
         ssh_user: r.try_get("ssh_user")?,
         ssh_host: r.try_get("ssh_host")?,
         ssh_port: r.try_get::<Option<i64>, _>("ssh_port")?.map(|p| p as u16),
+        ssh_host_key: r.try_get("ssh_host_key")?,
         status: parse(r, "status")?,
         services: json(r, "services")?,
         verified_at: opt_ts(r, "verified_at")?,
@@ -140,15 +156,16 @@ fn backup_from(r: &AnyRow) -> Result<Backup> {
 impl Store {
     pub async fn insert_server(&self, s: &NewServerRow, now: Timestamp) -> Result<Server> {
         let row = sqlx::query(
-            "INSERT INTO servers (name, transport, ssh_user, ssh_host, ssh_port, status, \
-             services, created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
-             RETURNING *",
+            "INSERT INTO servers (name, transport, ssh_user, ssh_host, ssh_port, ssh_host_key, \
+             status, services, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING *",
         )
         .bind(&s.name)
         .bind(s.transport.as_str())
         .bind(&s.ssh_user)
         .bind(&s.ssh_host)
         .bind(s.ssh_port.map(i64::from))
+        .bind(&s.ssh_host_key)
         .bind(ServerStatus::New.as_str())
         .bind(serde_json::to_string(&DetectedServices::default())?)
         .bind(now.0)

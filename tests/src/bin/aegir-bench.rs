@@ -23,7 +23,7 @@ use aegird::engine::{
 };
 use aegird::model::{
     EnvironmentStatus, HttpsMode, Id, OperationKind, OperationStatus, ProjectSource, TargetRef,
-    TargetType, Transport,
+    TargetType,
 };
 use aegird::store::{NewEnvironmentRow, NewReleaseRow, NewServerRow, OperationFilter, Store};
 use anyhow::{bail, ensure, Context, Result};
@@ -423,13 +423,7 @@ async fn fresh_store(backend: Backend) -> Result<(TestDb, Vec<TargetRef>)> {
     let now = SystemClock.now();
     let mut targets = Vec::with_capacity(SERVERS);
     for i in 0..SERVERS {
-        let row = NewServerRow {
-            name: format!("bench-{i:04}"),
-            transport: Transport::Local,
-            ssh_user: None,
-            ssh_host: None,
-            ssh_port: None,
-        };
+        let row = NewServerRow::local(format!("bench-{i:04}"));
         let s = db.store.insert_server(&row, now).await?;
         targets.push(TargetRef {
             target_type: TargetType::Server,
@@ -846,16 +840,7 @@ async fn seed_environments(state_dir: &Path) -> Result<()> {
     let store = Store::open(&aegird::config::sqlite_url(&state_dir.join("aegir.db"))).await?;
     let now = SystemClock.now();
     let server = store
-        .insert_server(
-            &NewServerRow {
-                name: "web1".into(),
-                transport: Transport::Local,
-                ssh_user: None,
-                ssh_host: None,
-                ssh_port: None,
-            },
-            now,
-        )
+        .insert_server(&NewServerRow::local("web1"), now)
         .await?;
     let project = store
         .insert_project(

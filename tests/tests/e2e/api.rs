@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use aegir_tests::{Backend, TestDb};
 use aegird::app::{self, App};
-use aegird::backend::HostPlanner;
+use aegird::backend::{HostPlanner, SshKeys};
 use aegird::clock::{Clock, SystemClock};
 use aegird::config::EngineConfig;
 use aegird::engine::Engine;
@@ -31,11 +31,12 @@ impl Api {
         let engine = Engine::new(
             db.store.clone(),
             Arc::new(SystemClock),
-            Arc::new(HostPlanner::default()),
+            Arc::new(HostPlanner::new(db.dir.path())),
             EngineConfig::default(),
             "api-test",
         );
-        let router = aegird::api::router(App::new(engine.clone()));
+        let ssh = SshKeys::new(db.dir.path().join("ssh"));
+        let router = aegird::api::router(App::new(engine.clone(), ssh));
         let token = app::create_token(&db.store, "test", SystemClock.now())
             .await
             .unwrap()
@@ -578,13 +579,17 @@ async fn tokens_are_stored_hashed_and_can_be_revoked() {
     assert_eq!(hashed.unwrap().name, "ci");
 
     // The new token works until it is revoked.
-    let router = aegird::api::router(App::new(Engine::new(
+    let engine = Engine::new(
         store.clone(),
         Arc::new(SystemClock),
-        Arc::new(HostPlanner::default()),
+        Arc::new(HostPlanner::new(api.db.dir.path())),
         EngineConfig::default(),
         "t",
-    )));
+    );
+    let router = aegird::api::router(App::new(
+        engine,
+        SshKeys::new(api.db.dir.path().join("ssh")),
+    ));
     let get = |tok: &str| {
         Request::get("/api/v1/servers")
             .header("authorization", format!("Bearer {tok}"))

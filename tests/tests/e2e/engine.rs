@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use aegir_tests::{Backend, TestDb};
 use aegird::app::{App, AppError};
+use aegird::backend::SshKeys;
 use aegird::clock::{Clock, ManualClock, SharedClock, SystemClock};
 use aegird::config::EngineConfig;
 use aegird::engine::{
@@ -166,9 +167,10 @@ impl Harness {
         let task = tokio::spawn(engine.clone().run(async move {
             let _ = rx.wait_for(|s| *s).await;
         }));
+        let ssh = SshKeys::new(db.dir.path().join("ssh"));
         Harness {
             db,
-            app: App::new(engine),
+            app: App::new(engine, ssh),
             rec,
             stop,
             task: Some(task),

@@ -4,4 +4,5 @@ mod api;
 mod daemon;
 mod engine;
 mod releases;
+mod ssh;
 mod store;

@@ -84,13 +84,7 @@ const SECOND: i64 = 1_000;
 const HOUR: i64 = 3_600 * SECOND;
 
 fn local_server(name: &str) -> NewServerRow {
-    NewServerRow {
-        name: name.into(),
-        transport: Transport::Local,
-        ssh_user: None,
-        ssh_host: None,
-        ssh_port: None,
-    }
+    NewServerRow::local(name)
 }
 
 async fn add_server(s: &Store, name: &str) -> Server {
@@ -200,6 +194,9 @@ async fn servers(s: &Store) {
                 ssh_user: Some("aegir".into()),
                 ssh_host: Some("web-b.example".into()),
                 ssh_port: Some(2222),
+                ssh_host_key: Some(
+                    "[web-b.example]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinned".into(),
+                ),
             },
             at(0),
         )
@@ -209,6 +206,7 @@ async fn servers(s: &Store) {
     assert_eq!(b.ssh_user.as_deref(), Some("aegir"));
     assert_eq!(b.ssh_host.as_deref(), Some("web-b.example"));
     assert_eq!(b.ssh_port, Some(2222));
+    assert!(b.ssh_host_key.as_deref().unwrap().ends_with("AAAAIPinned"));
     assert_eq!(b.status, ServerStatus::New);
     assert_eq!(b.services, DetectedServices::default());
     assert_eq!(b.verified_at, None);

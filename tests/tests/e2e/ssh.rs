@@ -1,0 +1,88 @@
+//! Servers over SSH: a second host in a network namespace with its own sshd; aegird pins its
+//! host key when it is added, verifies it through the system OpenSSH client, and refuses to
+//! talk to it once its host key changes.
+
+use aegir_tests::{Daemon, DaemonOpts, NetnsHost};
+use serde_json::Value;
+
+fn run(d: &Daemon, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = d.cli(token, args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_server_over_ssh_is_pinned_verified_and_refused_when_its_key_changes() {
+    let mut host = NetnsHost::start();
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(state.path(), &DaemonOpts::default());
+    let token = d.token("test", None);
+    let target = format!("root@{}", host.addr);
+
+    let (code, out, err) = run(
+        &d,
+        &token,
+        &["server", "add", "web2", "--ssh", &target, "--json"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let added: Value = serde_json::from_str(&out).unwrap();
+    let key = added["authorize_key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("ssh-ed25519 "), "{key}");
+    let pinned = added["ssh_host_key"].as_str().unwrap();
+    let host_pub = std::fs::read_to_string(host.dir.path().join("host_ed25519.pub")).unwrap();
+    let host_pub_key = host_pub.split_whitespace().nth(1).unwrap();
+    assert!(
+        pinned.contains(host_pub_key),
+        "pinned {pinned}, host has {host_pub}"
+    );
+    // The private half stays in the state directory, readable by aegird alone.
+    let private = state.path().join("ssh/id_ed25519");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&private).unwrap().permissions().mode() & 0o077,
+        0
+    );
+
+    // Not yet authorised: verify fails and says what to do.
+    let (code, out, err) = run(&d, &token, &["server", "verify", "web2", "--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("not authorised"), "{out}");
+
+    // Authorised: verify runs every step over SSH and records what it found there.
+    host.authorize(&key);
+    let (code, out, err) = run(&d, &token, &["server", "verify", "web2", "--wait"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("connecting to {target}:22")), "{out}");
+    let server: Value =
+        serde_json::from_str(&run(&d, &token, &["server", "show", "web2", "--json"]).1).unwrap();
+    assert_eq!(server["status"], "ready");
+    assert_eq!(server["transport"], "ssh");
+    // The namespace shares this machine's files: what it has installed is what we have.
+    let os = std::fs::read_to_string("/etc/os-release").unwrap();
+    assert!(os.contains(server["services"]["os"].as_str().unwrap()));
+    let local_nginx = std::path::Path::new("/usr/sbin/nginx").exists();
+    let remote_http = server["services"]["http"].as_array().unwrap();
+    assert_eq!(
+        remote_http.iter().any(|s| s["name"] == "nginx"),
+        local_nginx,
+        "{server}"
+    );
+
+    // The host is reinstalled (or impersonated): a new host key. aegird refuses to connect.
+    host.new_host_key();
+    host.start_sshd();
+    let (code, out, err) = run(&d, &token, &["server", "verify", "web2", "--wait"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("not the one pinned"), "{out}");
+    let server: Value =
+        serde_json::from_str(&run(&d, &token, &["server", "show", "web2", "--json"]).1).unwrap();
+    assert_eq!(server["status"], "failed");
+    assert_eq!(
+        server["ssh_host_key"].as_str().unwrap(),
+        pinned,
+        "the pin is not replaced"
+    );
+}
