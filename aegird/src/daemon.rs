@@ -159,6 +159,9 @@ pub async fn launch(
         Err(_) => tracing::warn!("HTTP connections still open after 5 s; closing them"),
     }
     watchdog.abort();
+    SshKeys::new(cfg.state_dir.join("ssh"))
+        .close_connections()
+        .await;
     store.close().await;
     tracing::info!("aegird stopped");
     Ok(())

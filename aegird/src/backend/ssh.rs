@@ -113,6 +113,27 @@ impl SshKeys {
         Ok(keys.join("\n"))
     }
 
+    /// Close the multiplexed connections this daemon left open (on shutdown: they would
+    /// otherwise linger for ControlPersist after aegird has gone).
+    pub async fn close_connections(&self) {
+        let Ok(entries) = std::fs::read_dir(self.dir.join("cm")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let _ = tokio::process::Command::new("ssh")
+                .args(["-F", "/dev/null", "-o"])
+                .arg(format!("ControlPath={}", entry.path().display()))
+                // The host name is required and ignored: the control socket names the host.
+                .args(["-O", "exit", "aegird-control"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .status()
+                .await;
+        }
+    }
+
     /// An executor for one server, trusting only the host key pinned for it.
     pub fn executor(
         &self,

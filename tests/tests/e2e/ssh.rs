@@ -5,6 +5,18 @@
 use aegir_tests::{Daemon, DaemonOpts, NetnsHost};
 use serde_json::Value;
 
+/// ssh processes serving a control socket under `dir`.
+fn mux_processes(dir: &std::path::Path) -> usize {
+    let needle = dir.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.starts_with("ssh") && c.contains(&needle))
+        .count()
+}
+
 fn run(d: &Daemon, token: &str, args: &[&str]) -> (i32, String, String) {
     let out = d.cli(token, args);
     (
@@ -70,6 +82,22 @@ async fn a_server_over_ssh_is_pinned_verified_and_refused_when_its_key_changes()
         local_nginx,
         "{server}"
     );
+
+    // The verify left a multiplexed connection open; stopping aegird closes it.
+    let control = state.path().join("ssh/cm");
+    assert!(
+        mux_processes(&control) > 0,
+        "no control connection was kept"
+    );
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    assert!(d.child.wait().unwrap().success());
+    assert_eq!(
+        mux_processes(&control),
+        0,
+        "ssh control connections outlived aegird"
+    );
+    let d = Daemon::start(state.path(), &DaemonOpts::default());
 
     // The host is reinstalled (or impersonated): a new host key. aegird refuses to connect.
     host.new_host_key();
