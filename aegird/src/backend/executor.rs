@@ -103,37 +103,49 @@ impl HostExecutor for LocalExecutor {
     }
 
     async fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, ExecError> {
-        let child = tokio::process::Command::new(program)
-            .args(args)
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
             .env("PATH", search_path())
             // Parsable, untranslated output from every tool.
-            .env("LC_ALL", "C")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // A cancelled or timed-out step must not leave its command running.
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| ExecError::Spawn {
-                program: program.to_string(),
-                source,
-            })?;
-        let out = tokio::time::timeout(self.timeout, child.wait_with_output())
-            .await
-            .map_err(|_| ExecError::Timeout {
-                program: program.to_string(),
-                timeout: self.timeout,
-            })?
-            .map_err(|source| ExecError::Io {
-                program: program.to_string(),
-                source,
-            })?;
+            .env("LC_ALL", "C");
+        let out = run_process(cmd, program, program, self.timeout).await?;
         Ok(CommandOutput {
             code: out.status.code(),
             stdout: lossy_capped(&out.stdout),
             stderr: lossy_capped(&out.stderr),
         })
     }
+}
+
+/// Spawn `cmd` without stdin, collect its output, and kill it if it outlives `timeout` or
+/// its caller gives up (a cancelled or timed-out step must not leave it running).
+/// `spawned` names the program started, `what` the work it does, for the errors.
+pub(crate) async fn run_process(
+    mut cmd: tokio::process::Command,
+    spawned: &str,
+    what: &str,
+    timeout: Duration,
+) -> Result<std::process::Output, ExecError> {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| ExecError::Spawn {
+            program: spawned.to_string(),
+            source,
+        })?;
+    tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| ExecError::Timeout {
+            program: what.to_string(),
+            timeout,
+        })?
+        .map_err(|source| ExecError::Io {
+            program: spawned.to_string(),
+            source,
+        })
 }
 
 /// Quote a word for a POSIX shell.

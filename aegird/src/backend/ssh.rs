@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::executor::{lossy_capped, shell_quote, CommandOutput, ExecError, HostExecutor};
+use super::executor::{
+    lossy_capped, run_process, shell_quote, CommandOutput, ExecError, HostExecutor,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -242,28 +244,10 @@ impl HostExecutor for SshExecutor {
     }
 
     async fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, ExecError> {
-        let child = tokio::process::Command::new("ssh")
-            .args(self.ssh_args())
-            .arg(remote_command(program, args))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|source| ExecError::Spawn {
-                program: "ssh".into(),
-                source,
-            })?;
-        let out = tokio::time::timeout(self.timeout, child.wait_with_output())
-            .await
-            .map_err(|_| ExecError::Timeout {
-                program: format!("{program} on {}", self.target()),
-                timeout: self.timeout,
-            })?
-            .map_err(|source| ExecError::Io {
-                program: "ssh".into(),
-                source,
-            })?;
+        let mut cmd = tokio::process::Command::new("ssh");
+        cmd.args(self.ssh_args()).arg(remote_command(program, args));
+        let what = format!("{program} on {}", self.target());
+        let out = run_process(cmd, "ssh", &what, self.timeout).await?;
         let stderr = lossy_capped(&out.stderr);
         // 255 is ssh's own failure: the command never ran.
         if out.status.code() == Some(255) {
