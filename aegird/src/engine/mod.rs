@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::SharedClock;
 use crate::config::EngineConfig;
-use crate::model::{Id, LogLevel, Operation, OperationKind, TargetRef, Timestamp};
+use crate::model::{Id, LogLevel, Operation, OperationKind, OperationStatus, TargetRef, Timestamp};
 use crate::store::{Store, StoreError};
 
 /// Why a running operation is asked to stop.
@@ -235,8 +235,27 @@ impl Engine {
         self.changed(op.id);
         let engine = self.clone();
         workers.spawn(async move {
+            use futures_util::FutureExt;
             let id = op.id;
-            runner::run(&engine, op, mode, rx).await;
+            // A panicking step must not leave its operation running: the heartbeat would keep
+            // its lease alive for ever.
+            let run = std::panic::AssertUnwindSafe(runner::run(&engine, op, mode, rx));
+            if run.catch_unwind().await.is_err() {
+                tracing::error!(operation = id, "a step panicked; the operation is failed");
+                let msg = "internal error: a step panicked (see the aegird log); \
+                           its steps were not undone";
+                engine.log(id, None, LogLevel::Error, msg).await;
+                let _ = engine
+                    .store()
+                    .finish_operation(
+                        id,
+                        engine.owner(),
+                        OperationStatus::Failed,
+                        Some(msg),
+                        engine.now(),
+                    )
+                    .await;
+            }
             engine.inner.running.lock().unwrap().remove(&id);
             engine.changed(id);
             // A finished operation may unblock another on the same target.

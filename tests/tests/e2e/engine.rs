@@ -95,6 +95,9 @@ impl Step for TestStep {
         let _g = Guard(self.rec.running.clone());
         cx.info(format!("step {} running", self.name)).await;
         tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        if self.name == "panics" {
+            panic!("a bug in a step");
+        }
         if self.fail {
             return Err(StepError::new(format!("{} failed on purpose", self.name)));
         }
@@ -575,4 +578,22 @@ async fn shutdown_lets_short_work_finish_and_interrupts_long_work() {
         store.operation(queued.id).await.unwrap().unwrap().status,
         OperationStatus::Queued
     );
+}
+
+#[tokio::test]
+async fn a_panicking_step_fails_its_operation_instead_of_leaving_it_running() {
+    let mut h = Harness::new(Backend::Sqlite, cfg(1)).await;
+    let op = h
+        .enqueue(1, steps(&[("a", 0, false), ("panics", 0, false)]))
+        .await;
+    let done = wait_final(h.store(), op.id).await;
+    assert_eq!(done.status, OperationStatus::Failed);
+    assert!(done.error.as_deref().unwrap().contains("panicked"));
+    // The slot was freed: the next operation runs (concurrency is 1).
+    let next = h.enqueue(2, steps(&[("b", 0, false)])).await;
+    assert_eq!(
+        wait_final(h.store(), next.id).await.status,
+        OperationStatus::Succeeded
+    );
+    h.shutdown().await;
 }
