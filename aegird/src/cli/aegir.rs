@@ -434,43 +434,57 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
             }
             ProjectCmd::Show { name } => show(c, out, &format!("/projects/{}", seg(&name))).await,
         },
-        Command::Release(cmd) => match cmd {
-            ReleaseCmd::Create {
-                name,
-                project,
-                server,
-                git_ref,
-            } => {
-                create(
+        Command::Release(cmd) => {
+            match cmd {
+                ReleaseCmd::Create {
+                    name,
+                    project,
+                    server,
+                    git_ref,
+                } => create(
                     c,
                     out,
                     "/releases",
                     &json!({ "name": name, "project": project, "server": server, "ref": git_ref }),
                 )
-                .await
+                .await,
+                ReleaseCmd::List => {
+                    list(
+                        c,
+                        out,
+                        "/releases",
+                        &[
+                            "name",
+                            "project",
+                            "server",
+                            "app_kind",
+                            "app_version",
+                            "status",
+                            "locked",
+                        ],
+                    )
+                    .await
+                }
+                ReleaseCmd::Show { name } => {
+                    let v: Value = c.get(&format!("/releases/{}", seg(&name))).await?;
+                    out.value(&v, |v| {
+                        let mut kv = flat(v);
+                        kv.retain(|(k, _)| k != "packages");
+                        print_kv(&kv);
+                        println!();
+                        table(
+                            &v["packages"],
+                            &["type", "name", "version", "source"],
+                            |p, col| str_of(&p[col]),
+                        );
+                    });
+                    Ok(exit::OK)
+                }
+                ReleaseCmd::Verify { name, wait } => {
+                    start(c, out, &format!("/releases/{}/verify", seg(&name)), wait).await
+                }
             }
-            ReleaseCmd::List => {
-                list(
-                    c,
-                    out,
-                    "/releases",
-                    &[
-                        "name",
-                        "project",
-                        "server",
-                        "app_kind",
-                        "app_version",
-                        "status",
-                        "locked",
-                    ],
-                )
-                .await
-            }
-            ReleaseCmd::Show { name } => show(c, out, &format!("/releases/{}", seg(&name))).await,
-            ReleaseCmd::Verify { name, wait } => {
-                start(c, out, &format!("/releases/{}/verify", seg(&name)), wait).await
-            }
-        },
+        }
         Command::Env(cmd) => env(c, out, cmd).await,
         Command::Op(cmd) => match cmd {
             OpCmd::List { status, limit } => {
