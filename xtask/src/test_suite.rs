@@ -53,20 +53,26 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         .env(postgres::URL_VAR, &postgres_url);
     cmd::header("cargo test");
     let (status, tally) = cmd::run_counting_tests(&mut test)?;
-    // One closing line over every test binary: cargo's own last lines are those of its
-    // (often empty) doc-test runs, which say nothing about the suite.
-    println!(
-        "tests: {} passed, {} failed, {} skipped",
-        tally.passed, tally.failed, tally.ignored
-    );
-    if !status.success() {
+    if !status.success() || tally.failed > 0 {
+        print_tally(&tally);
         bail!("step `cargo test` failed ({status})");
     }
     if tally.passed == 0 {
+        print_tally(&tally);
         bail!("step `cargo test` ran no test");
     }
     cmd::header("All tests passed");
+    // Last, on a line of its own: cargo's own last lines are those of its (often empty)
+    // doc-test runs, which say nothing about the suite.
+    print_tally(&tally);
     Ok(())
+}
+
+fn print_tally(t: &cmd::Tally) {
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        t.passed, t.failed, t.ignored
+    );
 }
 
 /// Runs one step under its header; a failure names the step.
