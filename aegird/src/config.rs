@@ -9,6 +9,8 @@ use serde::Deserialize;
 
 /// The port aegird listens on unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7270";
+/// Where releases built from git are cloned on a server, as Aegir 3's platforms were.
+pub const DEFAULT_RELEASES_DIR: &str = "/var/aegir/platforms";
 /// Where the packaged unit points `--config`.
 pub const SYSTEM_CONFIG: &str = "/etc/aegir/aegird.toml";
 
@@ -41,6 +43,7 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub node_name: Option<String>,
+    pub releases_dir: Option<String>,
     #[serde(default)]
     pub engine: FileEngine,
 }
@@ -71,6 +74,8 @@ pub struct Config {
     pub database_url: String,
     /// Names this daemon in operation leases; must differ between daemons sharing a store.
     pub node_name: String,
+    /// Where releases built from git are cloned on servers.
+    pub releases_dir: String,
     pub engine: EngineConfig,
 }
 
@@ -153,6 +158,11 @@ impl Config {
         let node_name = env("AEGIR_NODE_NAME")
             .or(file.node_name)
             .unwrap_or_else(default_node_name);
+        let releases_dir = env("AEGIR_RELEASES_DIR")
+            .or(file.releases_dir)
+            .unwrap_or_else(|| DEFAULT_RELEASES_DIR.to_string());
+        crate::model::validate::abs_path("releases_dir", &releases_dir)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
 
         let defaults = EngineConfig::default();
         let concurrency = env_num(&env, "AEGIR_ENGINE_CONCURRENCY")?
@@ -183,6 +193,7 @@ impl Config {
             state_dir,
             database_url,
             node_name,
+            releases_dir,
             engine: EngineConfig {
                 concurrency,
                 lease,

@@ -107,7 +107,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.state_dir.display()
         );
     }
-    let planner: Arc<dyn Planner> = Arc::new(HostPlanner::new(&cfg.state_dir));
+    let planner: Arc<dyn Planner> =
+        Arc::new(HostPlanner::new(&cfg.state_dir).with_releases_dir(cfg.releases_dir.clone()));
     launch(
         store,
         Arc::new(SystemClock),

@@ -24,6 +24,8 @@ use crate::store::Store;
 pub struct HostPlanner {
     pub local: LocalExecutor,
     pub ssh: SshKeys,
+    /// Where releases built from git are cloned on a server (Aegir 3's platforms directory).
+    pub releases_dir: String,
 }
 
 impl HostPlanner {
@@ -32,7 +34,13 @@ impl HostPlanner {
         HostPlanner {
             local: LocalExecutor::default(),
             ssh: SshKeys::new(state_dir.join("ssh")),
+            releases_dir: crate::config::DEFAULT_RELEASES_DIR.into(),
         }
+    }
+
+    pub fn with_releases_dir(mut self, dir: impl Into<String>) -> HostPlanner {
+        self.releases_dir = dir.into();
+        self
     }
 
     /// Picks how to reach a server: the one place that knows about transports.
@@ -87,13 +95,36 @@ impl Planner for HostPlanner {
                     .server_by_name(server_name)
                     .await?
                     .ok_or_else(|| PlanError::NotFound(format!("server {server_name}")))?;
-                let Some(path) = release.path.clone() else {
-                    return Err(PlanError::NotAvailable(
-                        "building releases from git (it comes with the server backend)".into(),
-                    ));
+                let project = store
+                    .project_by_name(&release.project)
+                    .await?
+                    .ok_or_else(|| PlanError::NotFound(format!("project {}", release.project)))?;
+                // A git release always plans its clone step (which keeps an existing clone),
+                // so the plan is the same when it is queued and when it resumes.
+                let (path, git) = match (&project.git_url, &release.path) {
+                    (Some(url), path) => (
+                        path.clone().unwrap_or_else(|| {
+                            format!(
+                                "{}/{}",
+                                self.releases_dir.trim_end_matches('/'),
+                                release.name
+                            )
+                        }),
+                        Some(release::GitSource {
+                            url: url.clone(),
+                            git_ref: release.git_ref.clone(),
+                        }),
+                    ),
+                    (None, Some(path)) => (path.clone(), None),
+                    (None, None) => {
+                        return Err(PlanError::NotFound(format!(
+                            "the codebase directory of release {}",
+                            release.name
+                        )))
+                    }
                 };
                 let exec = self.executor_for(&server)?;
-                Ok(release::plan(release.id, path, exec))
+                Ok(release::plan(release.id, path, git, exec))
             }
         }
     }

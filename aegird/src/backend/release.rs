@@ -13,22 +13,42 @@ use crate::apps::{self, Detected, Package, DOCROOT_CANDIDATES, MARKERS};
 use crate::engine::{Plan, Step, StepContext, StepError};
 use crate::model::{AppKind, Id, ReleaseStatus};
 
-pub fn plan(release_id: Id, path: String, exec: Arc<dyn HostExecutor>) -> Plan {
+/// A git remote and the ref a release is built from.
+#[derive(Debug, Clone)]
+pub struct GitSource {
+    pub url: String,
+    /// Branch, tag or commit; None for the remote's default branch.
+    pub git_ref: Option<String>,
+}
+
+/// `path` is where the codebase is (or, with `git`, where it is cloned to).
+pub fn plan(
+    release_id: Id,
+    path: String,
+    git: Option<GitSource>,
+    exec: Arc<dyn HostExecutor>,
+) -> Plan {
     let step = |kind: Kind| -> Arc<dyn Step> {
         Arc::new(ReleaseStep {
             kind,
             release_id,
             path: path.clone(),
+            git: git.clone(),
             exec: exec.clone(),
         })
     };
+    let mut steps = Vec::new();
+    if git.is_some() {
+        steps.push(step(Kind::Build));
+    }
+    steps.extend([
+        step(Kind::Check),
+        step(Kind::Detect),
+        step(Kind::Packages),
+        step(Kind::Record),
+    ]);
     Plan {
-        steps: vec![
-            step(Kind::Check),
-            step(Kind::Detect),
-            step(Kind::Packages),
-            step(Kind::Record),
-        ],
+        steps,
         resumable: true,
         on_failure: Some(step(Kind::MarkFailed)),
     }
@@ -36,6 +56,7 @@ pub fn plan(release_id: Id, path: String, exec: Arc<dyn HostExecutor>) -> Plan {
 
 #[derive(Clone, Copy)]
 enum Kind {
+    Build,
     Check,
     Detect,
     Packages,
@@ -48,6 +69,7 @@ struct ReleaseStep {
     release_id: Id,
     /// The codebase root on the server.
     path: String,
+    git: Option<GitSource>,
     exec: Arc<dyn HostExecutor>,
 }
 
@@ -55,6 +77,7 @@ struct ReleaseStep {
 impl Step for ReleaseStep {
     fn name(&self) -> &str {
         match self.kind {
+            Kind::Build => "clone-codebase",
             Kind::Check => "check-codebase",
             Kind::Detect => "detect-application",
             Kind::Packages => "scan-packages",
@@ -63,13 +86,50 @@ impl Step for ReleaseStep {
         }
     }
 
+    /// Only the clone changes anything: remove what this operation cloned (a clone that was
+    /// already there belongs to an earlier operation and stays).
+    async fn undo(&self, cx: &StepContext) -> Result<(), StepError> {
+        if !matches!(self.kind, Kind::Build) {
+            return Ok(());
+        }
+        let exec = self.exec.as_ref();
+        let staging = self.staging(cx);
+        shell::script(
+            cx,
+            exec,
+            "remove the partial clone",
+            r#"rm -rf "$1""#,
+            &[&staging],
+        )
+        .await?;
+        let created = cx
+            .output(self.name())
+            .and_then(|o| o.get("created"))
+            .and_then(|c| c.as_bool())
+            .unwrap_or(false);
+        if created {
+            shell::script(
+                cx,
+                exec,
+                &format!("remove the clone at {}", self.path),
+                r#"rm -rf "$1""#,
+                &[&self.path],
+            )
+            .await?;
+            cx.store().set_release_path(self.release_id, None).await?;
+        }
+        Ok(())
+    }
+
     async fn run(&self, cx: &StepContext) -> Result<Value, StepError> {
         match self.kind {
+            Kind::Build => self.build(cx).await,
             Kind::Check => self.check(cx).await,
             Kind::Detect => self.detect(cx).await,
             Kind::Packages => self.packages(cx).await,
             Kind::Record => self.record(cx).await,
             Kind::MarkFailed => {
+                // Not in `undo`: marking failed is not reverting a change.
                 cx.store()
                     .record_release_verify(self.release_id, ReleaseStatus::Failed, None, cx.now())
                     .await?;
@@ -80,6 +140,98 @@ impl Step for ReleaseStep {
 }
 
 impl ReleaseStep {
+    /// Where a clone is made before it is moved into place: a crash never leaves a
+    /// half-cloned release at the release's own path.
+    fn staging(&self, cx: &StepContext) -> String {
+        format!("{}.aegir-clone-{}", self.path, cx.operation_id)
+    }
+
+    /// Clone the project at its ref into the release's directory, once: a release is
+    /// immutable, so an existing clone is kept as it is.
+    async fn build(&self, cx: &StepContext) -> Result<Value, StepError> {
+        let git = self
+            .git
+            .as_ref()
+            .expect("build is planned for git releases only");
+        let exec = self.exec.as_ref();
+        let staging = self.staging(cx);
+        let exists = shell::script(
+            cx,
+            exec,
+            &format!("look for an earlier clone at {}", self.path),
+            r#"if [ -e "$1" ]; then echo yes; fi"#,
+            &[&self.path],
+        )
+        .await?;
+        if exists.trim() == "yes" {
+            cx.info(format!("{} exists; a release is never rebuilt", self.path))
+                .await;
+            return Ok(json!({ "created": false }));
+        }
+        let git_ref = git.git_ref.as_deref().unwrap_or("");
+        // Clone, check out the ref (a branch, a tag or a commit), and only then move it into
+        // place. The ref is passed as an argument after `--` where git allows, never as code.
+        let commit = shell::script(
+            cx,
+            exec,
+            &format!(
+                "clone {} at {} into {}",
+                git.url,
+                if git_ref.is_empty() { "its default branch" } else { git_ref },
+                self.path
+            ),
+            r#"set -e
+rm -rf "$3"
+mkdir -p "$(dirname "$1")"
+git clone --quiet --no-checkout -- "$2" "$3"
+cd "$3"
+if [ -n "$4" ]; then
+  c=$(git rev-parse --verify --quiet "origin/$4^{commit}" || git rev-parse --verify --quiet "$4^{commit}")     || { echo "no branch, tag or commit named $4 in $2" >&2; exit 2; }
+else
+  c=$(git rev-parse --verify HEAD^{commit})
+fi
+git -c advice.detachedHead=false checkout --quiet "$c"
+cd /
+mv -T "$3" "$1"
+echo "$c""#,
+            &[&self.path, &git.url, &staging, git_ref],
+        )
+        .await;
+        let commit = match commit {
+            Ok(c) => c.trim().to_string(),
+            Err(e) => {
+                // Leave nothing behind from this attempt.
+                let _ = shell::script(
+                    cx,
+                    exec,
+                    "remove the partial clone",
+                    r#"rm -rf "$1""#,
+                    &[&staging],
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = cx
+            .store()
+            .set_release_path(self.release_id, Some(&self.path))
+            .await
+        {
+            // Unrecorded, the clone would be nobody's: remove it.
+            let _ = shell::script(
+                cx,
+                exec,
+                "remove the clone",
+                r#"rm -rf "$1""#,
+                &[&self.path],
+            )
+            .await;
+            return Err(e.into());
+        }
+        cx.info(format!("cloned commit {commit}")).await;
+        Ok(json!({ "created": true, "commit": commit }))
+    }
+
     async fn check(&self, cx: &StepContext) -> Result<Value, StepError> {
         let exec = self.exec.as_ref();
         let out = shell::script(

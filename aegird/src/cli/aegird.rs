@@ -20,7 +20,7 @@ use crate::daemon;
         and environments, runs operations, and serves the JSON API and web UI.\n\n\
         Configuration comes from defaults, then the --config file, then AEGIR_* environment \
         variables (AEGIR_LISTEN, AEGIR_STATE_DIR, AEGIR_DATABASE_URL, AEGIR_NODE_NAME, \
-        AEGIR_ENGINE_CONCURRENCY, ...), then flags. Without any, it keeps its state in \
+        AEGIR_RELEASES_DIR, AEGIR_ENGINE_CONCURRENCY, ...), then flags. Without any, it keeps its state in \
         ~/.local/share/aegir (SQLite) and listens on 127.0.0.1:7270.",
     after_help = "Examples:\n  aegird serve\n  aegird token create --name admin\n  \
         aegird serve --config /etc/aegir/aegird.toml"

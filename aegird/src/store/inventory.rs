@@ -344,6 +344,16 @@ impl Store {
         row.as_ref().map(release_from).transpose()
     }
 
+    /// Where a release's codebase is, once built (None again when the build is undone).
+    pub async fn set_release_path(&self, id: Id, path: Option<&str>) -> Result<()> {
+        sqlx::query("UPDATE releases SET path = $1 WHERE id = $2")
+            .bind(path)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Record what release verify found (or only the status, when it failed).
     pub async fn record_release_verify(
         &self,

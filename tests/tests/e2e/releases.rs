@@ -139,3 +139,186 @@ async fn release_verify_tells_application_version_docroot_and_packages() {
         "{err}"
     );
 }
+
+/// Run git in `dir`, failing the test if it fails.
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Entries of a directory, sorted (empty if it does not exist).
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn a_git_release_is_cloned_at_its_ref_and_a_failed_build_leaves_nothing() {
+    // A repository of the Drupal 7 fixture: tag v1.0 is 7.98, the branch has moved on to 7.99.
+    let repo = tempfile::tempdir().unwrap();
+    let r = repo.path();
+    let copy = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", fixture("drupal7")))
+        .arg(r)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    git(r, &["init", "--quiet", "--initial-branch=main"]);
+    git(r, &["add", "."]);
+    git(r, &["commit", "--quiet", "-m", "7.98"]);
+    git(r, &["tag", "v1.0"]);
+    std::fs::write(
+        r.join("includes/bootstrap.inc"),
+        "<?php\ndefine('VERSION', '7.99');\n",
+    )
+    .unwrap();
+    git(r, &["commit", "--quiet", "-am", "7.99"]);
+    // And one with no application in it at all.
+    let empty = tempfile::tempdir().unwrap();
+    std::fs::write(empty.path().join("README"), "nothing to run\n").unwrap();
+    git(empty.path(), &["init", "--quiet", "--initial-branch=main"]);
+    git(empty.path(), &["add", "."]);
+    git(empty.path(), &["commit", "--quiet", "-m", "readme"]);
+
+    let platforms = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(
+        state.path(),
+        &DaemonOpts {
+            env: vec![(
+                "AEGIR_RELEASES_DIR".into(),
+                platforms.path().display().to_string(),
+            )],
+            ..Default::default()
+        },
+    );
+    let token = d.token("test", None);
+    let cli = |args: &[&str]| {
+        let out = d.cli(&token, args);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert_eq!(cli(&["server", "add", "local", "--local"]).0, 0);
+    let url = format!("file://{}", r.display());
+    assert_eq!(
+        cli(&["project", "add", "d7", "--git", &url, "--ref", "v1.0"]).0,
+        0
+    );
+    assert_eq!(
+        cli(&[
+            "release",
+            "create",
+            "d7-1",
+            "--project",
+            "d7",
+            "--server",
+            "local"
+        ])
+        .0,
+        0
+    );
+    let (code, out) = cli(&["release", "verify", "d7-1", "--wait"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("cloned commit"), "{out}");
+    let rel: Value = serde_json::from_str(&cli(&["release", "show", "d7-1", "--json"]).1).unwrap();
+    assert_eq!(rel["app_version"], "7.98", "the tag, not the branch: {rel}");
+    let path = platforms.path().join("d7-1");
+    assert_eq!(rel["path"].as_str(), Some(path.to_str().unwrap()));
+    assert!(path.join("includes/bootstrap.inc").exists());
+    // Verifying again keeps the clone as it is: a release is immutable.
+    let (code, out) = cli(&["release", "verify", "d7-1", "--wait"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("never rebuilt"), "{out}");
+
+    // The same project at the moving branch, as another release: 7.99.
+    assert_eq!(
+        cli(&[
+            "release",
+            "create",
+            "d7-2",
+            "--project",
+            "d7",
+            "--server",
+            "local",
+            "--ref",
+            "main"
+        ])
+        .0,
+        0
+    );
+    assert_eq!(cli(&["release", "verify", "d7-2", "--wait"]).0, 0);
+    let rel: Value = serde_json::from_str(&cli(&["release", "show", "d7-2", "--json"]).1).unwrap();
+    assert_eq!(rel["app_version"], "7.99");
+
+    // A ref that does not exist: nothing is left in the releases directory.
+    let before = entries(platforms.path());
+    assert_eq!(
+        cli(&["project", "add", "bad", "--git", &url, "--ref", "v9.9"]).0,
+        0
+    );
+    assert_eq!(
+        cli(&[
+            "release",
+            "create",
+            "bad-1",
+            "--project",
+            "bad",
+            "--server",
+            "local"
+        ])
+        .0,
+        0
+    );
+    let (code, out) = cli(&["release", "verify", "bad-1", "--wait"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no branch, tag or commit named v9.9"), "{out}");
+    assert_eq!(entries(platforms.path()), before);
+
+    // A clone that succeeds but holds no application: the later step fails, and the undo
+    // removes the clone and forgets its path.
+    let empty_url = format!("file://{}", empty.path().display());
+    assert_eq!(cli(&["project", "add", "void", "--git", &empty_url]).0, 0);
+    assert_eq!(
+        cli(&[
+            "release",
+            "create",
+            "void-1",
+            "--project",
+            "void",
+            "--server",
+            "local"
+        ])
+        .0,
+        0
+    );
+    let (code, out) = cli(&["release", "verify", "void-1", "--wait"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("cloned commit") && out.contains("no application found"),
+        "{out}"
+    );
+    assert_eq!(entries(platforms.path()), before);
+    let rel: Value =
+        serde_json::from_str(&cli(&["release", "show", "void-1", "--json"]).1).unwrap();
+    assert!(rel["path"].is_null(), "{rel}");
+    assert_eq!(rel["status"], "failed");
+}
