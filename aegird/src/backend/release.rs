@@ -86,36 +86,25 @@ impl Step for ReleaseStep {
         }
     }
 
-    /// Only the clone changes anything: remove what this operation cloned (a clone that was
-    /// already there belongs to an earlier operation and stays).
+    /// Only the clone changes anything: remove what this operation cloned. The clone says
+    /// which operation made it (`.git/aegir-operation`), so this holds even when the step
+    /// did its work and then failed or was cut off before recording it; a clone an earlier
+    /// operation made stays.
     async fn undo(&self, cx: &StepContext) -> Result<(), StepError> {
         if !matches!(self.kind, Kind::Build) {
             return Ok(());
         }
         let exec = self.exec.as_ref();
-        let staging = self.staging(cx);
-        shell::script(
+        let removed = shell::script(
             cx,
             exec,
-            "remove the partial clone",
-            r#"rm -rf "$1""#,
-            &[&staging],
+            &format!("remove what this operation cloned at {}", self.path),
+            r#"rm -rf "$2"
+if [ "$(cat "$1/.git/aegir-operation" 2>/dev/null)" = "$3" ]; then rm -rf "$1" && echo removed; fi"#,
+            &[&self.path, &self.staging(cx), &cx.operation_id.to_string()],
         )
         .await?;
-        let created = cx
-            .output(self.name())
-            .and_then(|o| o.get("created"))
-            .and_then(|c| c.as_bool())
-            .unwrap_or(false);
-        if created {
-            shell::script(
-                cx,
-                exec,
-                &format!("remove the clone at {}", self.path),
-                r#"rm -rf "$1""#,
-                &[&self.path],
-            )
-            .await?;
+        if removed.trim() == "removed" {
             cx.store().set_release_path(self.release_id, None).await?;
         }
         Ok(())
@@ -191,10 +180,17 @@ else
   c=$(git rev-parse --verify HEAD^{commit})
 fi
 git -c advice.detachedHead=false checkout --quiet "$c"
+printf '%s\n' "$5" > .git/aegir-operation
 cd /
 mv -T "$3" "$1"
 echo "$c""#,
-            &[&self.path, &git.url, &staging, git_ref],
+            &[
+                &self.path,
+                &git.url,
+                &staging,
+                git_ref,
+                &cx.operation_id.to_string(),
+            ],
         )
         .await;
         let commit = match commit {

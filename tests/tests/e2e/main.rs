@@ -3,6 +3,7 @@
 mod api;
 mod daemon;
 mod engine;
+mod failures;
 mod releases;
 mod ssh;
 mod store;
