@@ -435,3 +435,40 @@ impl Drop for NetnsHost {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
+
+/// Path of a fixture codebase under `tests/fixtures`.
+pub fn fixture(name: &str) -> String {
+    format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Run git in `dir` (as a fixed test identity), failing the test if it fails.
+pub fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A git repository holding a fixture codebase, one commit on `main`, tagged `v1.0`.
+pub fn fixture_repo(name: &str) -> tempfile::TempDir {
+    let repo = tempfile::tempdir().expect("tempdir");
+    let copied = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", fixture(name)))
+        .arg(repo.path())
+        .status()
+        .expect("cp");
+    assert!(copied.success());
+    git(repo.path(), &["init", "--quiet", "--initial-branch=main"]);
+    git(repo.path(), &["add", "."]);
+    git(repo.path(), &["commit", "--quiet", "-m", name]);
+    git(repo.path(), &["tag", "v1.0"]);
+    repo
+}

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
-use aegir_tests::{Backend, TestDb};
+use aegir_tests::{fixture_repo, Backend, TestDb};
 use aegird::app::{App, NewProject, NewRelease, NewServer};
 use aegird::backend::{HostPlanner, SshKeys};
 use aegird::clock::SystemClock;
@@ -54,16 +54,6 @@ impl Planner for FailAfter {
         }
         Ok(plan)
     }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "git {args:?}");
 }
 
 /// Everything under `dir`, recursively, for before/after comparisons.
@@ -150,19 +140,7 @@ async fn build_release(
 
 #[tokio::test]
 async fn a_git_release_build_failing_at_any_step_leaves_nothing_behind() {
-    let repo = tempfile::tempdir().unwrap();
-    let fixture = format!("{}/fixtures/drupal7/.", env!("CARGO_MANIFEST_DIR"));
-    assert!(Command::new("cp")
-        .arg("-a")
-        .arg(&fixture)
-        .arg(repo.path())
-        .status()
-        .unwrap()
-        .success());
-    git(repo.path(), &["init", "--quiet", "--initial-branch=main"]);
-    git(repo.path(), &["add", "."]);
-    git(repo.path(), &["commit", "--quiet", "-m", "d7"]);
-    git(repo.path(), &["tag", "v1.0"]);
+    let repo = fixture_repo("drupal7");
     let url = format!("file://{}", repo.path().display());
 
     // Without injection the build leaves its clone: the check below can see one.

@@ -4,12 +4,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use aegir_tests::{Daemon, DaemonOpts};
+use aegir_tests::{fixture, fixture_repo, git, Daemon, DaemonOpts};
 use serde_json::Value;
-
-fn fixture(name: &str) -> String {
-    format!("{}/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// Add a path project and a release of it, verify it, and return the release as JSON and
 /// the exit code of `release verify --wait`.
@@ -140,21 +136,6 @@ async fn release_verify_tells_application_version_docroot_and_packages() {
     );
 }
 
-/// Run git in `dir`, failing the test if it fails.
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.org"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Entries of a directory, sorted (empty if it does not exist).
 fn entries(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -171,19 +152,8 @@ fn entries(dir: &Path) -> Vec<String> {
 #[tokio::test]
 async fn a_git_release_is_cloned_at_its_ref_and_a_failed_build_leaves_nothing() {
     // A repository of the Drupal 7 fixture: tag v1.0 is 7.98, the branch has moved on to 7.99.
-    let repo = tempfile::tempdir().unwrap();
+    let repo = fixture_repo("drupal7");
     let r = repo.path();
-    let copy = Command::new("cp")
-        .arg("-a")
-        .arg(format!("{}/.", fixture("drupal7")))
-        .arg(r)
-        .status()
-        .unwrap();
-    assert!(copy.success());
-    git(r, &["init", "--quiet", "--initial-branch=main"]);
-    git(r, &["add", "."]);
-    git(r, &["commit", "--quiet", "-m", "7.98"]);
-    git(r, &["tag", "v1.0"]);
     std::fs::write(
         r.join("includes/bootstrap.inc"),
         "<?php\ndefine('VERSION', '7.99');\n",
