@@ -18,6 +18,13 @@ pub enum ExecError {
     },
     #[error("{program} did not finish within {timeout:?}")]
     Timeout { program: String, timeout: Duration },
+    /// A command that had to succeed did not.
+    #[error("{what} failed (exit {code:?}): {stderr}")]
+    Failed {
+        what: String,
+        code: Option<i32>,
+        stderr: String,
+    },
     /// The host could not be reached (SSH failed before the command ran).
     #[error("cannot reach {target}: {message}")]
     Unreachable { target: String, message: String },
@@ -47,8 +54,60 @@ impl CommandOutput {
 pub trait HostExecutor: Send + Sync {
     /// "the local host", "aegir@web1.example.org:22", for logs.
     fn describe(&self) -> String;
-    /// Run `program` with `args` (no shell unless the program is one).
-    async fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, ExecError>;
+
+    /// Run `program` with `args` (no shell unless the program is one), feeding it `input`
+    /// on stdin when given.
+    async fn run_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: Option<Vec<u8>>,
+    ) -> Result<CommandOutput, ExecError>;
+
+    /// Copy the local directory `from` to `to` on the host (rsync: a second run only sends
+    /// what changed, and removes what is gone).
+    async fn copy_dir(&self, from: &std::path::Path, to: &str) -> Result<(), ExecError>;
+
+    /// Run `program` with `args` and no input.
+    async fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, ExecError> {
+        self.run_input(program, args, None).await
+    }
+
+    /// Write `contents` to `path` with `mode`: to a temporary file beside it, flushed, then
+    /// renamed over it, so readers never see half a file. False, and nothing written, when
+    /// the file already holds exactly that.
+    async fn write_file(&self, path: &str, contents: &[u8], mode: u32) -> Result<bool, ExecError> {
+        let script = r#"set -e
+d=$(dirname "$1")
+mkdir -p "$d"
+t=$(mktemp "$1.aegir-XXXXXX")
+trap 'rm -f "$t"' EXIT
+cat > "$t"
+if [ -f "$1" ] && [ ! -L "$1" ] && cmp -s "$t" "$1" && [ "$(stat -c %a "$1")" = "$2" ]; then
+  echo same
+else
+  chmod "$2" "$t"
+  sync "$t"
+  mv -f "$t" "$1"
+  echo changed
+fi"#;
+        let mode = format!("{mode:o}");
+        let out = self
+            .run_input(
+                "sh",
+                &["-c", script, "sh", path, &mode],
+                Some(contents.to_vec()),
+            )
+            .await?;
+        if !out.success() {
+            return Err(ExecError::Failed {
+                what: format!("writing {path} on {}", self.describe()),
+                code: out.code,
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
+        Ok(out.stdout.trim() == "changed")
+    }
 }
 
 /// The machine aegird runs on.
@@ -102,17 +161,54 @@ impl HostExecutor for LocalExecutor {
         "the local host".into()
     }
 
-    async fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, ExecError> {
+    async fn run_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: Option<Vec<u8>>,
+    ) -> Result<CommandOutput, ExecError> {
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .env("PATH", search_path())
             // Parsable, untranslated output from every tool.
             .env("LC_ALL", "C");
-        let out = run_process(cmd, program, program, self.timeout).await?;
+        let out = run_process(cmd, input, program, program, self.timeout).await?;
         Ok(CommandOutput {
             code: out.status.code(),
             stdout: lossy_capped(&out.stdout),
             stderr: lossy_capped(&out.stderr),
+        })
+    }
+
+    async fn copy_dir(&self, from: &std::path::Path, to: &str) -> Result<(), ExecError> {
+        let mut cmd = tokio::process::Command::new("rsync");
+        cmd.arg("-a")
+            .arg("--delete")
+            .arg(format!("{}/", from.display()))
+            .arg(format!("{}/", to.trim_end_matches('/')));
+        rsync(
+            cmd,
+            &format!("copying {} to {to}", from.display()),
+            self.timeout,
+        )
+        .await
+    }
+}
+
+/// Run an rsync and turn a failure into an error naming what was copied.
+pub(crate) async fn rsync(
+    cmd: tokio::process::Command,
+    what: &str,
+    timeout: Duration,
+) -> Result<(), ExecError> {
+    let out = run_process(cmd, None, "rsync", what, timeout).await?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(ExecError::Failed {
+            what: what.to_string(),
+            code: out.status.code(),
+            stderr: lossy_capped(&out.stderr).trim().to_string(),
         })
     }
 }
@@ -122,12 +218,17 @@ impl HostExecutor for LocalExecutor {
 /// `spawned` names the program started, `what` the work it does, for the errors.
 pub(crate) async fn run_process(
     mut cmd: tokio::process::Command,
+    input: Option<Vec<u8>>,
     spawned: &str,
     what: &str,
     timeout: Duration,
 ) -> Result<std::process::Output, ExecError> {
-    let child = cmd
-        .stdin(Stdio::null())
+    let mut child = cmd
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -136,6 +237,14 @@ pub(crate) async fn run_process(
             program: spawned.to_string(),
             source,
         })?;
+    if let (Some(data), Some(mut stdin)) = (input, child.stdin.take()) {
+        // Fed from a task of its own: a command that writes a lot before it reads all its
+        // input would otherwise wait on us while we wait on it.
+        tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let _ = stdin.write_all(&data).await;
+        });
+    }
     tokio::time::timeout(timeout, child.wait_with_output())
         .await
         .map_err(|_| ExecError::Timeout {
@@ -156,6 +265,7 @@ pub fn shell_quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[tokio::test]
     async fn runs_and_captures() {
@@ -182,6 +292,49 @@ mod tests {
             x.run("sleep", &["5"]).await,
             Err(ExecError::Timeout { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn writes_files_atomically_and_copies_directories() {
+        let x = LocalExecutor::default();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("conf.d/site.conf");
+        let p = path.to_str().unwrap();
+        assert!(x.write_file(p, b"server {}\n", 0o640).await.unwrap());
+        assert_eq!(std::fs::read(&path).unwrap(), b"server {}\n");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o640
+        );
+        // The same again changes nothing; other content or mode does.
+        assert!(!x.write_file(p, b"server {}\n", 0o640).await.unwrap());
+        assert!(x.write_file(p, b"server {}\n", 0o644).await.unwrap());
+        assert!(x.write_file(p, b"other", 0o644).await.unwrap());
+        // No temporary files left beside it.
+        assert_eq!(
+            std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1
+        );
+
+        let from = tempfile::tempdir().unwrap();
+        std::fs::write(from.path().join("a"), "1").unwrap();
+        std::fs::create_dir(from.path().join("sub")).unwrap();
+        std::fs::write(from.path().join("sub/b"), "2").unwrap();
+        let to = dir.path().join("copy");
+        x.copy_dir(from.path(), to.to_str().unwrap()).await.unwrap();
+        assert_eq!(std::fs::read_to_string(to.join("sub/b")).unwrap(), "2");
+        std::fs::remove_file(from.path().join("a")).unwrap();
+        x.copy_dir(from.path(), to.to_str().unwrap()).await.unwrap();
+        assert!(
+            !to.join("a").exists(),
+            "a removed file is removed from the copy"
+        );
+        let err = x
+            .copy_dir(Path::new("/nonexistent/dir"), to.to_str().unwrap())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Failed { .. }), "{err}");
     }
 
     #[test]

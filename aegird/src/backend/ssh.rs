@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::executor::{
-    lossy_capped, run_process, shell_quote, CommandOutput, ExecError, HostExecutor,
+    lossy_capped, rsync, run_process, shell_quote, CommandOutput, ExecError, HostExecutor,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -190,35 +190,31 @@ impl SshExecutor {
         format!("{}@{}:{}", self.user, self.host, self.port)
     }
 
-    /// ssh's own options: our key only, our pin only, never a prompt.
-    fn ssh_args(&self) -> Vec<String> {
-        let o = |k: &str, v: &str| ["-o".to_string(), format!("{k}={v}")];
+    /// ssh's own options: our key only, our pin only, never a prompt, one shared
+    /// connection.
+    fn ssh_options(&self) -> Vec<String> {
         let mut args = vec!["-F".to_string(), "/dev/null".to_string()];
         for (k, v) in [
-            ("BatchMode", "yes"),
-            ("IdentitiesOnly", "yes"),
-            ("IdentityFile", &self.key.display().to_string()),
-            (
-                "UserKnownHostsFile",
-                &self.known_hosts.display().to_string(),
-            ),
-            ("GlobalKnownHostsFile", "/dev/null"),
-            ("StrictHostKeyChecking", "yes"),
-            ("ControlMaster", "auto"),
-            ("ControlPath", &self.control_path.display().to_string()),
-            ("ControlPersist", "60"),
-            ("ConnectTimeout", "10"),
-            ("ServerAliveInterval", "15"),
+            ("BatchMode", "yes".to_string()),
+            ("IdentitiesOnly", "yes".to_string()),
+            ("IdentityFile", self.key.display().to_string()),
+            ("UserKnownHostsFile", self.known_hosts.display().to_string()),
+            ("GlobalKnownHostsFile", "/dev/null".to_string()),
+            ("StrictHostKeyChecking", "yes".to_string()),
+            ("ControlMaster", "auto".to_string()),
+            ("ControlPath", self.control_path.display().to_string()),
+            ("ControlPersist", "60".to_string()),
+            ("ConnectTimeout", "10".to_string()),
+            ("ServerAliveInterval", "15".to_string()),
         ] {
-            args.extend(o(k, v));
+            args.push("-o".into());
+            args.push(format!("{k}={v}"));
         }
         args.extend([
             "-p".into(),
             self.port.to_string(),
             "-l".into(),
             self.user.clone(),
-            self.host.clone(),
-            "--".into(),
         ]);
         args
     }
@@ -243,11 +239,19 @@ impl HostExecutor for SshExecutor {
         self.target()
     }
 
-    async fn run(&self, program: &str, args: &[&str]) -> Result<CommandOutput, ExecError> {
+    async fn run_input(
+        &self,
+        program: &str,
+        args: &[&str],
+        input: Option<Vec<u8>>,
+    ) -> Result<CommandOutput, ExecError> {
         let mut cmd = tokio::process::Command::new("ssh");
-        cmd.args(self.ssh_args()).arg(remote_command(program, args));
+        cmd.args(self.ssh_options())
+            .arg(&self.host)
+            .arg("--")
+            .arg(remote_command(program, args));
         let what = format!("{program} on {}", self.target());
-        let out = run_process(cmd, "ssh", &what, self.timeout).await?;
+        let out = run_process(cmd, input, "ssh", &what, self.timeout).await?;
         let stderr = lossy_capped(&out.stderr);
         // 255 is ssh's own failure: the command never ran.
         if out.status.code() == Some(255) {
@@ -261,6 +265,24 @@ impl HostExecutor for SshExecutor {
             stdout: lossy_capped(&out.stdout),
             stderr,
         })
+    }
+
+    /// rsync over the same options and control socket as every other command.
+    async fn copy_dir(&self, from: &std::path::Path, to: &str) -> Result<(), ExecError> {
+        // rsync splits -e at spaces and honours quotes: every word is quoted.
+        let ssh = std::iter::once("ssh".to_string())
+            .chain(self.ssh_options().iter().map(|a| shell_quote(a)))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut cmd = tokio::process::Command::new("rsync");
+        cmd.arg("-a")
+            .arg("--delete")
+            .arg("-e")
+            .arg(ssh)
+            .arg(format!("{}/", from.display()))
+            .arg(format!("{}:{}/", self.host, to.trim_end_matches('/')));
+        let what = format!("copying {} to {to} on {}", from.display(), self.target());
+        rsync(cmd, &what, self.timeout).await
     }
 }
 

@@ -114,3 +114,57 @@ async fn a_server_over_ssh_is_pinned_verified_and_refused_when_its_key_changes()
         "the pin is not replaced"
     );
 }
+
+#[tokio::test]
+async fn files_go_over_the_same_ssh_connection() {
+    use aegird::backend::{HostExecutor, SshKeys};
+    let host = NetnsHost::start();
+    let state = tempfile::tempdir().unwrap();
+    let keys = SshKeys::new(state.path().join("ssh"));
+    host.authorize(&keys.public_key().await.unwrap());
+    let pin = keys.scan_host_key(&host.addr, 22).await.unwrap();
+    let exec = keys.executor(1, "root", &host.addr, 22, &pin).unwrap();
+
+    // The namespace host shares this machine's files, so what it writes is seen here.
+    let there = tempfile::tempdir().unwrap();
+    let conf = there.path().join("nginx/site1.test.conf");
+    let path = conf.to_str().unwrap();
+    assert!(exec.write_file(path, b"server { }\n", 0o640).await.unwrap());
+    assert_eq!(std::fs::read(&conf).unwrap(), b"server { }\n");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&conf).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    assert!(!exec.write_file(path, b"server { }\n", 0o640).await.unwrap());
+
+    // Input on stdin, and arguments that a shell would otherwise split or expand.
+    let out = exec
+        .run_input(
+            "sh",
+            &["-c", "cat; echo \"$1\"", "sh", "a b $HOME"],
+            Some(b"in:".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "in:a b $HOME\n");
+
+    let from = tempfile::tempdir().unwrap();
+    std::fs::create_dir(from.path().join("files")).unwrap();
+    std::fs::write(from.path().join("files/x.txt"), "x").unwrap();
+    let to = there.path().join("copy");
+    exec.copy_dir(from.path(), to.to_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(to.join("files/x.txt")).unwrap(),
+        "x"
+    );
+
+    // Everything went through one multiplexed connection: one control socket.
+    let sockets = std::fs::read_dir(state.path().join("ssh/cm"))
+        .unwrap()
+        .count();
+    assert_eq!(sockets, 1);
+    keys.close_connections().await;
+}
