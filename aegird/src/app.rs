@@ -5,12 +5,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::backend::SshKeys;
+use crate::backend::{layout, SshKeys};
 use crate::engine::{Engine, EngineError, PlanError};
 use crate::model::validate::{self, Invalid};
 use crate::model::*;
 use crate::store::{
-    CancelOutcome, NewReleaseRow, NewServerRow, OperationFilter, Store, StoreError,
+    CancelOutcome, NewEnvironmentRow, NewReleaseRow, NewServerRow, OperationFilter, Store,
+    StoreError,
 };
 
 /// Why a use case refused or failed. The API maps each to an HTTP status and error code.
@@ -121,6 +122,9 @@ pub struct NewEnvironment {
     pub redirect_aliases: bool,
     #[serde(default = "https_off")]
     pub https: HttpsMode,
+    /// The site title an install gives the application (default: the uri).
+    #[serde(default)]
+    pub title: Option<String>,
 }
 
 fn https_off() -> HttpsMode {
@@ -528,9 +532,9 @@ impl App {
             .ok_or_else(|| not_found("environment", uri))
     }
 
-    /// Validate a new environment completely; installing it comes with the server backend,
-    /// so for now a valid request is answered "not available yet" and nothing is written.
-    pub async fn create_environment(&self, req: NewEnvironment) -> Result<Environment> {
+    /// Record a new environment (status installing) and queue its install. Everything is
+    /// checked first, so a refused request writes nothing.
+    pub async fn create_environment(&self, req: NewEnvironment) -> Result<Operation> {
         let uri = validate::hostname("uri", &req.uri)?;
         let mut aliases = Vec::new();
         for (i, a) in req.aliases.iter().enumerate() {
@@ -543,6 +547,15 @@ impl App {
         }
         if aliases.len() > 100 {
             return Err(Invalid::new("aliases", "at most 100 aliases").into());
+        }
+        if let Some(title) = &req.title {
+            if title.trim().is_empty() || title.len() > 200 || title.chars().any(char::is_control) {
+                return Err(Invalid::new(
+                    "title",
+                    "must be 1 to 200 characters, without control characters",
+                )
+                .into());
+            }
         }
         let release = self
             .store()
@@ -557,22 +570,103 @@ impl App {
                 release.name
             )));
         }
+        let Some(server_name) = &release.server else {
+            return Err(AppError::NotAvailable(
+                "environments on clusters (they come with the Kubernetes backend)".into(),
+            ));
+        };
+        if release.status != ReleaseStatus::Ready {
+            return Err(AppError::InvalidState(format!(
+                "release {:?} is {}; run `aegir release verify {}` first",
+                release.name, release.status, release.name
+            )));
+        }
+        if req.https != HttpsMode::Off {
+            return Err(AppError::NotAvailable(
+                "HTTPS (it comes with the HTTPS work); create the environment with https off"
+                    .into(),
+            ));
+        }
         if self.store().environment_by_uri(&uri).await?.is_some() {
             return Err(AppError::Conflict(format!("environment {uri:?}")));
         }
-        Err(AppError::NotAvailable(
-            "installing environments (it comes with the server backend)".into(),
-        ))
+        let server = self.server(server_name).await?;
+        let env = self
+            .store()
+            .insert_environment(
+                &NewEnvironmentRow {
+                    uri: uri.clone(),
+                    release_id: release.id,
+                    server_id: server.id,
+                    status: EnvironmentStatus::Installing,
+                    https: req.https,
+                    aliases,
+                    redirect_aliases: req.redirect_aliases,
+                    db_name: Some(layout::new_db_name(&uri)),
+                },
+                self.now(),
+            )
+            .await?;
+        let params = match &req.title {
+            Some(t) => serde_json::json!({ "title": t }),
+            None => serde_json::json!({}),
+        };
+        match self
+            .engine
+            .enqueue(OperationKind::EnvInstall, env_target(&env), params, None)
+            .await
+        {
+            Ok(op) => Ok(op),
+            Err(e) => {
+                // Nothing was done on the host: the record goes, so the uri stays free.
+                self.store()
+                    .set_environment_status(
+                        env.id,
+                        &[EnvironmentStatus::Installing],
+                        EnvironmentStatus::Deleted,
+                        self.now(),
+                    )
+                    .await?;
+                Err(e.into())
+            }
+        }
     }
 
-    /// Operations on an environment that need a backend still to come.
+    /// Queue an operation on an environment, if its status allows it.
     pub async fn environment_action(&self, uri: &str, action: EnvAction) -> Result<Operation> {
-        self.environment(uri).await?;
-        Err(AppError::NotAvailable(format!(
-            "environment {} (it comes with {})",
-            action.as_str(),
-            action.arrives_with()
-        )))
+        use EnvironmentStatus as S;
+        let env = self.environment(uri).await?;
+        let (kind, allowed): (OperationKind, &[EnvironmentStatus]) = match action {
+            EnvAction::Verify => (OperationKind::EnvVerify, &[S::Active, S::Disabled]),
+            EnvAction::Disable => (OperationKind::EnvDisable, &[S::Active]),
+            EnvAction::Enable => (OperationKind::EnvEnable, &[S::Disabled]),
+            EnvAction::Delete => (
+                OperationKind::EnvDelete,
+                &[S::Active, S::Disabled, S::Failed],
+            ),
+            EnvAction::Login => (OperationKind::EnvLogin, &[S::Active]),
+            EnvAction::Cron => (OperationKind::EnvCron, &[S::Active]),
+            EnvAction::Backup | EnvAction::Restore | EnvAction::Clone | EnvAction::Migrate => {
+                return Err(AppError::NotAvailable(format!(
+                    "environment {} (it comes with the backups work)",
+                    action.as_str()
+                )))
+            }
+        };
+        if !allowed.contains(&env.status) {
+            let wanted: Vec<&str> = allowed.iter().map(|s| s.as_str()).collect();
+            return Err(AppError::InvalidState(format!(
+                "environment {} is {}; {} needs it to be {}",
+                env.uri,
+                env.status,
+                action.as_str(),
+                wanted.join(" or ")
+            )));
+        }
+        Ok(self
+            .engine
+            .enqueue(kind, env_target(&env), serde_json::json!({}), None)
+            .await?)
     }
 
     // --- operations
@@ -684,6 +778,14 @@ impl App {
     }
 }
 
+fn env_target(env: &Environment) -> TargetRef {
+    TargetRef {
+        target_type: TargetType::Environment,
+        id: env.id,
+        name: env.uri.clone(),
+    }
+}
+
 fn not_found(what: &'static str, key: &str) -> AppError {
     AppError::NotFound {
         what,
@@ -691,7 +793,7 @@ fn not_found(what: &'static str, key: &str) -> AppError {
     }
 }
 
-/// Environment operations whose backends are still to come.
+/// What `POST /environments/{uri}/{action}` can ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EnvAction {
@@ -704,6 +806,7 @@ pub enum EnvAction {
     Restore,
     Clone,
     Migrate,
+    Cron,
 }
 
 impl EnvAction {
@@ -718,12 +821,7 @@ impl EnvAction {
             EnvAction::Restore => "restore",
             EnvAction::Clone => "clone",
             EnvAction::Migrate => "migrate",
-        }
-    }
-    fn arrives_with(self) -> &'static str {
-        match self {
-            EnvAction::Backup | EnvAction::Restore | EnvAction::Clone => "the backups work",
-            _ => "the server backend",
+            EnvAction::Cron => "cron",
         }
     }
 }

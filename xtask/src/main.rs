@@ -26,8 +26,9 @@ enum Command {
     /// Run the whole test suite, as CI does: services, fmt, clippy, build, tests.
     ///
     /// Meant for a fresh Debian machine, run as root: it installs and starts PostgreSQL
-    /// (127.0.0.1:5432) and installs nginx, php-fpm and MariaDB when missing (without starting
-    /// them). Also works when they already run, and as another user when nothing is missing.
+    /// (127.0.0.1:5432), installs nginx, php-fpm, MariaDB, WordPress and sshd when missing,
+    /// and starts nginx, php-fpm and MariaDB. Also works when they already run, and as
+    /// another user when nothing is missing and everything runs.
     /// Then runs `cargo fmt --all --check`, `cargo clippy --workspace --all-targets -- -D
     /// warnings`, `cargo build --workspace --bins` and `cargo test --workspace`, stopping at
     /// the first failure.

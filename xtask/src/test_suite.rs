@@ -22,6 +22,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let mut apt = Apt::new(options.install);
     let postgres_url = postgres::ensure(&mut apt)?;
     services::ensure(&mut apt)?;
+    services::start()?;
 
     let cargo = |args: &[&str]| {
         let mut cargo = cmd::cargo();

@@ -162,7 +162,7 @@ pub async fn list_environments(
 pub async fn create_environment(
     State(app): State<App>,
     ApiJson(req): ApiJson<NewEnvironment>,
-) -> Created<Environment> {
+) -> Created<Operation> {
     Ok(accepted(app.create_environment(req).await?))
 }
 

@@ -2,6 +2,9 @@
 //! each one's version and package set are read. Pure functions over text gathered from the
 //! codebase, so backends (local, SSH, later a container image) only fetch files.
 
+pub mod drupal;
+pub mod wordpress;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

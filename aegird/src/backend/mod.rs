@@ -2,7 +2,10 @@
 //! through a [`HostExecutor`] (local now; SSH with the server backend); Kubernetes clusters
 //! will go through kube-rs. Application differences belong to app drivers, not here.
 
+mod env;
 pub mod executor;
+pub mod layout;
+mod nginx;
 mod release;
 mod shell;
 pub mod ssh;
@@ -16,7 +19,7 @@ pub use executor::{CommandOutput, ExecError, HostExecutor, LocalExecutor};
 pub use ssh::{SshError, SshKeys};
 
 use crate::engine::{OperationSpec, Plan, PlanError, Planner};
-use crate::model::{OperationKind, Server, Transport};
+use crate::model::{EnvironmentStatus, OperationKind, Server, Transport};
 use crate::store::Store;
 
 /// The daemon's planner.
@@ -126,6 +129,93 @@ impl Planner for HostPlanner {
                 let exec = self.executor_for(&server)?;
                 Ok(release::plan(release.id, path, git, exec))
             }
+            OperationKind::EnvInstall
+            | OperationKind::EnvVerify
+            | OperationKind::EnvDisable
+            | OperationKind::EnvEnable
+            | OperationKind::EnvDelete
+            | OperationKind::EnvLogin
+            | OperationKind::EnvCron => self.plan_env(store, spec).await,
         }
     }
+}
+
+impl HostPlanner {
+    async fn plan_env(&self, store: &Store, spec: &OperationSpec) -> Result<Plan, PlanError> {
+        let env = store
+            .environment_by_id(spec.target.id)
+            .await?
+            .ok_or_else(|| PlanError::NotFound(format!("environment {}", spec.target.name)))?;
+        let release = store
+            .release_by_name(&env.release)
+            .await?
+            .ok_or_else(|| PlanError::NotFound(format!("release {}", env.release)))?;
+        let server = store
+            .server_by_name(&env.server)
+            .await?
+            .ok_or_else(|| PlanError::NotFound(format!("server {}", env.server)))?;
+        let (Some(app), Some(root)) = (release.app_kind, release.path.clone()) else {
+            return Err(PlanError::Host(format!(
+                "release {} has not been verified: run `aegir release verify {}`",
+                release.name, release.name
+            )));
+        };
+        // The newest PHP the server has; aegird's pool for it is made by server verify.
+        let php = server
+            .services
+            .php_fpm
+            .iter()
+            .map(|s| verify::php_branch(&s.version))
+            .max_by(|a, b| version_cmp(a, b))
+            .ok_or_else(|| {
+                PlanError::Host(format!(
+                    "server {} has no php-fpm: install it and run `aegir server verify {}`",
+                    server.name, server.name
+                ))
+            })?;
+        let key = env
+            .db_name
+            .clone()
+            .filter(|k| !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .ok_or_else(|| {
+                PlanError::Host(format!(
+                    "environment {} has no valid database name",
+                    env.uri
+                ))
+            })?;
+        let site = layout::Site {
+            uri: env.uri.clone(),
+            aliases: env.aliases.clone(),
+            redirect_aliases: env.redirect_aliases,
+            key,
+            app,
+            root,
+            docroot: release.docroot.clone().unwrap_or_default(),
+            php,
+        };
+        let title = spec
+            .params
+            .get("title")
+            .and_then(|t| t.as_str())
+            .unwrap_or(&env.uri)
+            .to_string();
+        let serving = if env.status == EnvironmentStatus::Disabled {
+            nginx::Serving::Disabled
+        } else {
+            nginx::Serving::Active
+        };
+        let target = env::Target {
+            env_id: env.id,
+            site,
+            title,
+            exec: self.executor_for(&server)?,
+        };
+        Ok(env::plan(spec.kind, target, serving))
+    }
+}
+
+/// Orders "8.2" before "8.10".
+fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let parts = |v: &str| -> Vec<u32> { v.split('.').filter_map(|p| p.parse().ok()).collect() };
+    parts(a).cmp(&parts(b))
 }

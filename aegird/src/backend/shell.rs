@@ -15,11 +15,24 @@ pub async fn script(
     script: &str,
     args: &[&str],
 ) -> Result<String, StepError> {
+    script_input(cx, exec, what, script, args, None).await
+}
+
+/// [`script`] with `input` on its standard input: how secrets reach a host (never in an
+/// argument, which other users can read in `ps`).
+pub async fn script_input(
+    cx: &StepContext,
+    exec: &dyn HostExecutor,
+    what: &str,
+    script: &str,
+    args: &[&str],
+    input: Option<Vec<u8>>,
+) -> Result<String, StepError> {
     cx.log(LogLevel::Command, what).await;
     let mut argv = vec!["-c", script, "sh"];
     argv.extend_from_slice(args);
     let out = exec
-        .run("sh", &argv)
+        .run_input("sh", &argv, input)
         .await
         .map_err(|e| StepError::new(format!("{what}: {e}")))?;
     if !out.success() {

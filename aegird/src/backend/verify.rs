@@ -8,12 +8,19 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::executor::{CommandOutput, HostExecutor};
+use super::{layout, nginx, shell};
 use crate::engine::{Plan, Step, StepContext, StepError};
 use crate::model::{DetectedService, DetectedServices, Id, LogLevel, ServerStatus};
 
 pub fn plan(server_id: Id, exec: Arc<dyn HostExecutor>) -> Plan {
     let step = |kind: Detect| -> Arc<dyn Step> {
         Arc::new(DetectStep {
+            kind,
+            exec: exec.clone(),
+        })
+    };
+    let setup = |kind: Setup| -> Arc<dyn Step> {
+        Arc::new(SetupStep {
             kind,
             exec: exec.clone(),
         })
@@ -25,6 +32,9 @@ pub fn plan(server_id: Id, exec: Arc<dyn HostExecutor>) -> Plan {
             step(Detect::Http),
             step(Detect::PhpFpm),
             step(Detect::Database),
+            setup(Setup::Nginx),
+            setup(Setup::PhpPools),
+            setup(Setup::DatabaseAdmin),
             Arc::new(Record { server_id }),
         ],
         resumable: true,
@@ -239,6 +249,191 @@ async fn report(cx: &StepContext, what: &str, found: &[DetectedService]) {
         cx.info(format!("found {} {} ({})", s.name, s.version, s.binary))
             .await;
     }
+}
+
+/// What verify installs or checks after detecting: aegird's own nginx include and php-fpm
+/// pools, and that the database admin account can make databases and users. Each is an
+/// ensure: written only when it differs, services reloaded only then.
+#[derive(Clone, Copy)]
+enum Setup {
+    Nginx,
+    PhpPools,
+    DatabaseAdmin,
+}
+
+struct SetupStep {
+    kind: Setup,
+    exec: Arc<dyn HostExecutor>,
+}
+
+/// The pool aegird's sites run in, one per PHP version.
+fn pool_conf(php: &str) -> String {
+    format!(
+        "; Written by aegird: the pool its sites run in. `aegir server verify` writes it again.\n\
+         [aegir]\nuser = {g}\ngroup = {g}\nlisten = {sock}\nlisten.owner = {g}\n\
+         listen.group = {g}\nlisten.mode = 0660\npm = ondemand\npm.max_children = 16\n\
+         pm.process_idle_timeout = 30s\npm.max_requests = 500\n\
+         ; nginx only passes .php scripts; never anything else through path info.\n\
+         security.limit_extensions = .php\n",
+        g = layout::WEB_GROUP,
+        sock = layout::pool_socket(php)
+    )
+}
+
+/// "8.2" from "8.2.29": the branch Debian names its php-fpm binaries and paths after.
+pub fn php_branch(version: &str) -> String {
+    version.split('.').take(2).collect::<Vec<_>>().join(".")
+}
+
+#[async_trait]
+impl Step for SetupStep {
+    fn name(&self) -> &str {
+        match self.kind {
+            Setup::Nginx => "nginx-include",
+            Setup::PhpPools => "php-fpm-pools",
+            Setup::DatabaseAdmin => "check-database-admin",
+        }
+    }
+
+    async fn run(&self, cx: &StepContext) -> Result<Value, StepError> {
+        let exec = self.exec.as_ref();
+        let found = |step: &str| -> Vec<DetectedService> {
+            cx.output(step)
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default()
+        };
+        match self.kind {
+            Setup::Nginx => {
+                if !found("detect-http").iter().any(|s| s.name == "nginx") {
+                    cx.log(
+                        LogLevel::Warning,
+                        "no nginx: sites cannot be served from this server",
+                    )
+                    .await;
+                    return Ok(json!({ "installed": false }));
+                }
+                shell::script(
+                    cx,
+                    exec,
+                    "aegird's directories",
+                    r#"mkdir -p "$1" "$2" "$3" "$4" && chmod 0755 "$3""#,
+                    &[
+                        layout::VHOST_DIR,
+                        layout::DISABLED_DIR,
+                        layout::ACME_DIR,
+                        layout::SITES_DIR,
+                    ],
+                )
+                .await?;
+                write(
+                    cx,
+                    exec,
+                    &format!("{}/index.html", layout::DISABLED_DIR),
+                    nginx::DISABLED_PAGE,
+                )
+                .await?;
+                let current = shell::script(
+                    cx,
+                    exec,
+                    &format!("read {}", layout::NGINX_INCLUDE),
+                    r#"cat "$1" 2>/dev/null || true"#,
+                    &[layout::NGINX_INCLUDE],
+                )
+                .await?;
+                let changed = current != nginx::include();
+                if changed {
+                    let new = format!("{}.aegir-new", layout::NGINX_INCLUDE);
+                    write(cx, exec, &new, &nginx::include()).await?;
+                    shell::script(
+                        cx,
+                        exec,
+                        &format!("install {} and reload nginx", layout::NGINX_INCLUDE),
+                        &nginx::swap_and_reload(),
+                        &[layout::NGINX_INCLUDE, &new, layout::NGINX_LOCK],
+                    )
+                    .await?;
+                }
+                Ok(json!({ "installed": true, "changed": changed }))
+            }
+            Setup::PhpPools => {
+                let mut pools = Vec::new();
+                for svc in found("detect-php-fpm") {
+                    let php = php_branch(&svc.version);
+                    if !svc.binary.ends_with(&format!("php-fpm{php}")) {
+                        cx.log(
+                            LogLevel::Warning,
+                            format!(
+                                "{} is not laid out as Debian's php-fpm; no pool for it",
+                                svc.binary
+                            ),
+                        )
+                        .await;
+                        continue;
+                    }
+                    let file = layout::pool_file(&php);
+                    let changed = write(cx, exec, &file, &pool_conf(&php)).await?;
+                    shell::script(
+                        cx,
+                        exec,
+                        &format!("test and reload php-fpm {php} if its aegir pool changed"),
+                        r#"set -e
+[ "$5" = true ] || [ ! -S "$3" ] || exit 0
+if ! out=$("$1" -t 2>&1); then rm -f "$6"; echo "$1 -t refused the pool: $out" >&2; exit 1; fi
+if [ -e /run/systemd/system ] && systemctl is-active --quiet "$4"; then systemctl reload "$4"
+elif [ -s "$2" ] && kill -0 "$(cat "$2")" 2>/dev/null; then kill -USR2 "$(cat "$2")"
+else echo "$4 is not running: start it (systemctl start $4)" >&2; exit 1
+fi
+i=0
+while [ ! -S "$3" ]; do
+  i=$((i + 1)); [ $i -le 150 ] || { echo "php-fpm did not open $3" >&2; exit 1; }; sleep 0.1
+done"#,
+                        &[
+                            &svc.binary,
+                            &layout::fpm_pid_file(&php),
+                            &layout::pool_socket(&php),
+                            &format!("php{php}-fpm"),
+                            if changed { "true" } else { "false" },
+                            &file,
+                        ],
+                    )
+                    .await?;
+                    pools.push(json!({ "php": php, "socket": layout::pool_socket(&php) }));
+                }
+                Ok(json!({ "pools": pools }))
+            }
+            Setup::DatabaseAdmin => {
+                if found("detect-database").is_empty() {
+                    return Ok(json!({ "checked": false }));
+                }
+                let name = format!("aegir_check_{:08x}", rand::random::<u32>());
+                shell::script(
+                    cx,
+                    exec,
+                    "check that the database admin account can create databases and users",
+                    r#"set -e
+my=$(command -v mariadb || command -v mysql) || { echo "neither mariadb nor mysql client found" >&2; exit 1; }
+"$my" -e "CREATE DATABASE \`$1\`; CREATE USER '$1'@'localhost'; GRANT ALL ON \`$1\`.* TO '$1'@'localhost'; DROP USER '$1'@'localhost'; DROP DATABASE \`$1\`;""#,
+                    &[&name],
+                )
+                .await?;
+                Ok(json!({ "checked": true }))
+            }
+        }
+    }
+}
+
+/// Write a file (0644) on the host; true if it changed.
+async fn write(
+    cx: &StepContext,
+    exec: &dyn HostExecutor,
+    path: &str,
+    contents: &str,
+) -> Result<bool, StepError> {
+    cx.log(LogLevel::Command, format!("write {path}")).await;
+    exec.write_file(path, contents.as_bytes(), 0o644)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))
 }
 
 /// Writes what the detect steps found onto the server record.

@@ -191,6 +191,9 @@ pub enum EnvCmd {
         redirect_aliases: bool,
         #[arg(long, value_enum, default_value = "off")]
         https: HttpsArg,
+        /// The site title the application is installed with (default: the uri).
+        #[arg(long)]
+        title: Option<String>,
         #[command(flatten)]
         wait: Wait,
     },
@@ -214,8 +217,10 @@ pub enum EnvCmd {
     Enable(EnvTarget),
     /// Delete the site, its database and files (the record stays as deleted).
     Delete(EnvTarget),
-    /// A one-time login link.
-    Login(EnvTarget),
+    /// Print a one-time login link (valid once, for 15 minutes); waits for it.
+    Login { uri: String },
+    /// Run the site's cron now.
+    Cron(EnvTarget),
     /// Back up the database and files.
     Backup(EnvTarget),
     /// Restore the environment from a backup.
@@ -607,6 +612,7 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
             aliases,
             redirect_aliases,
             https,
+            title,
             wait,
         } => {
             let https = match https {
@@ -618,7 +624,8 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
                 .post(
                     "/environments",
                     &json!({ "uri": uri, "release": release, "aliases": aliases,
-                             "redirect_aliases": redirect_aliases, "https": https }),
+                             "redirect_aliases": redirect_aliases, "https": https,
+                             "title": title }),
                 )
                 .await?;
             return started(c, out, op, wait).await;
@@ -651,7 +658,8 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
         EnvCmd::Disable(t) => action(t, "disable"),
         EnvCmd::Enable(t) => action(t, "enable"),
         EnvCmd::Delete(t) => action(t, "delete"),
-        EnvCmd::Login(t) => action(t, "login"),
+        EnvCmd::Login { uri } => return login(c, out, &uri).await,
+        EnvCmd::Cron(t) => action(t, "cron"),
         EnvCmd::Backup(t) => action(t, "backup"),
         EnvCmd::Restore(t) => action(t, "restore"),
         EnvCmd::Clone(t) => action(t, "clone"),
@@ -664,6 +672,36 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
         target.wait,
     )
     .await
+}
+
+/// Queue a login operation, wait for it, and print the link it made.
+async fn login(c: &Client, out: &Out, uri: &str) -> Res {
+    let op: Value = c
+        .post(&format!("/environments/{}/login", seg(uri)), &json!({}))
+        .await?;
+    let id = op["id"].as_i64().unwrap_or_default();
+    // The log goes to stderr: stdout carries only the link (or the JSON), for scripts.
+    let queued: Value = c.get(&format!("/operations/{id}")).await?;
+    let end = follow_logs(c, &queued, true).await?;
+    let code = exit_for(&end);
+    let detail: Value = c.get(&format!("/operations/{id}")).await?;
+    if code != exit::OK {
+        eprintln!(
+            "operation {id} {}: {}",
+            str_of(&detail["status"]),
+            str_of(&detail["error"])
+        );
+        return Ok(code);
+    }
+    let url = detail["tasks"]
+        .as_array()
+        .and_then(|tasks| tasks.iter().find_map(|t| t["output"]["url"].as_str()))
+        .unwrap_or_default()
+        .to_string();
+    out.value(&json!({ "url": url, "operation": id }), |_| {
+        println!("{url}")
+    });
+    Ok(exit::OK)
 }
 
 /// POST to a route that starts an operation, then report or follow it.
@@ -698,23 +736,8 @@ async fn started(c: &Client, out: &Out, op: Value, wait: Wait) -> Res {
 /// Stream the log until the end; exit code from the final status.
 async fn follow_op(c: &Client, out: &Out, detail: &Value) -> Res {
     let id = detail["id"].as_i64().unwrap_or_default();
-    let json_mode = out.json;
-    let end = c
-        .follow(id, |event, data| {
-            if event == "log" {
-                if let Ok(line) = serde_json::from_str::<Value>(data) {
-                    let text = log_text(&line, detail);
-                    // With --json, stdout carries only the final JSON document.
-                    if json_mode {
-                        eprintln!("{text}");
-                    } else {
-                        println!("{text}");
-                    }
-                }
-            }
-        })
-        .await?;
-    let end: Value = serde_json::from_str(&end).unwrap_or(Value::Null);
+    // With --json, stdout carries only the final JSON document.
+    let end = follow_logs(c, detail, out.json).await?;
     let status = str_of(&end["status"]);
     out.value(&end, |v| {
         let err = v["error"]
@@ -723,11 +746,36 @@ async fn follow_op(c: &Client, out: &Out, detail: &Value) -> Res {
             .unwrap_or_default();
         println!("operation {id} {status}{err}");
     });
-    Ok(if status == OperationStatus::Succeeded.as_str() {
+    Ok(exit_for(&end))
+}
+
+fn exit_for(end: &Value) -> u8 {
+    if str_of(&end["status"]) == OperationStatus::Succeeded.as_str() {
         exit::OK
     } else {
         exit::OPERATION_FAILED
-    })
+    }
+}
+
+/// Print an operation's log lines as they come (to stderr if `to_stderr`); the operation
+/// as it ended.
+async fn follow_logs(c: &Client, detail: &Value, to_stderr: bool) -> Result<Value, ClientError> {
+    let id = detail["id"].as_i64().unwrap_or_default();
+    let end = c
+        .follow(id, |event, data| {
+            if event == "log" {
+                if let Ok(line) = serde_json::from_str::<Value>(data) {
+                    let text = log_text(&line, detail);
+                    if to_stderr {
+                        eprintln!("{text}");
+                    } else {
+                        println!("{text}");
+                    }
+                }
+            }
+        })
+        .await?;
+    Ok(serde_json::from_str(&end).unwrap_or(Value::Null))
 }
 
 fn log_text(line: &Value, detail: &Value) -> String {

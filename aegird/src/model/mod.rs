@@ -142,6 +142,13 @@ text_enum! {
     pub enum OperationKind {
         ServerVerify = "server.verify",
         ReleaseVerify = "release.verify",
+        EnvInstall = "env.install",
+        EnvVerify = "env.verify",
+        EnvDisable = "env.disable",
+        EnvEnable = "env.enable",
+        EnvDelete = "env.delete",
+        EnvLogin = "env.login",
+        EnvCron = "env.cron",
     }
 }
 
@@ -154,12 +161,28 @@ impl OperationKind {
             OperationKind::ServerVerify => true,
             // Writes what it found on the release.
             OperationKind::ReleaseVerify => true,
+            // Every environment operation takes its environment exclusively, login and cron
+            // included: neither may run against a site that is being deleted or re-rendered.
+            OperationKind::EnvInstall
+            | OperationKind::EnvVerify
+            | OperationKind::EnvDisable
+            | OperationKind::EnvEnable
+            | OperationKind::EnvDelete
+            | OperationKind::EnvLogin
+            | OperationKind::EnvCron => true,
         }
     }
     pub fn target_type(self) -> TargetType {
         match self {
             OperationKind::ServerVerify => TargetType::Server,
             OperationKind::ReleaseVerify => TargetType::Release,
+            OperationKind::EnvInstall
+            | OperationKind::EnvVerify
+            | OperationKind::EnvDisable
+            | OperationKind::EnvEnable
+            | OperationKind::EnvDelete
+            | OperationKind::EnvLogin
+            | OperationKind::EnvCron => TargetType::Environment,
         }
     }
 }

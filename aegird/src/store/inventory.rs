@@ -469,6 +469,43 @@ impl Store {
         })
     }
 
+    pub async fn environment_by_id(&self, id: Id) -> Result<Option<Environment>> {
+        let row = sqlx::query(&format!("{ENV_SELECT} WHERE e.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(environment_from).transpose()
+    }
+
+    /// Move an environment to `to`, only from one of `from` (a guarded UPDATE, so two
+    /// operations can never both believe they made the transition). False if it was in
+    /// another status.
+    pub async fn set_environment_status(
+        &self,
+        id: Id,
+        from: &[EnvironmentStatus],
+        to: EnvironmentStatus,
+        now: Timestamp,
+    ) -> Result<bool> {
+        // At most a handful of statuses: spelled out as literals from a closed enum.
+        let list = from
+            .iter()
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let done = sqlx::query(&format!(
+            "UPDATE environments SET status = $1, updated_at = $2 \
+             WHERE id = $3 AND status IN ({list})"
+        ))
+        .bind(to.as_str())
+        .bind(now.0)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(|err| conflict_or(err, || format!("environment {id}")))?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The live (not deleted) environment at `uri`.
     pub async fn environment_by_uri(&self, uri: &str) -> Result<Option<Environment>> {
         let row = sqlx::query(&format!(

@@ -402,16 +402,23 @@ async fn bad_input_is_refused_with_a_named_field_and_changes_nothing() {
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["error"], "unsupported_media_type");
 
-    // A valid environment cannot be installed before the server backend exists: it is
-    // refused plainly, with nothing written.
+    // A valid environment on a release that was never verified: refused plainly, saying
+    // what to do, with nothing written.
     let (s, v) = api
         .post(
             "/api/v1/environments",
             json!({"uri": "bücher.example", "release": "r1", "aliases": ["www.bücher.example"]}),
         )
         .await;
-    assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
-    assert_eq!(v["error"], "not_available");
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"], "invalid_state");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("aegir release verify r1"),
+        "{v}"
+    );
     assert_eq!(api.store().row_counts().await.unwrap(), before);
 }
 
@@ -666,6 +673,9 @@ async fn server_verify_streams_its_log_live_and_records_services() {
             "detect-http",
             "detect-php-fpm",
             "detect-database",
+            "nginx-include",
+            "php-fpm-pools",
+            "check-database-admin",
             "record"
         ]
     );
