@@ -472,3 +472,99 @@ pub fn fixture_repo(name: &str) -> tempfile::TempDir {
     git(repo.path(), &["tag", "v1.0"]);
     repo
 }
+
+/// Run the `aegir` CLI: (exit code, stdout, stderr).
+pub fn run_cli(d: &Daemon, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = d.cli(token, args);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Run the `aegir` CLI, which must succeed; its stdout.
+pub fn cli_ok(d: &Daemon, token: &str, args: &[&str]) -> String {
+    let (code, out, err) = run_cli(d, token, args);
+    assert_eq!(code, 0, "aegir {}:\n{out}\n{err}", args.join(" "));
+    out
+}
+
+/// A name no other test (or earlier run) uses: `<prefix>-<random hex>`.
+pub fn unique(prefix: &str) -> String {
+    format!("{prefix}-{:08x}", rand::random::<u32>())
+}
+
+/// A request to this machine's nginx for `http://<host><path>`, as a browser resolving
+/// `host` to 127.0.0.1 would make it: (status, response headers and body).
+pub fn http_get(host: &str, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-i", "--max-time", "30", "--resolve"])
+        .arg(format!("{host}:80:127.0.0.1"))
+        .arg(format!("http://{host}{path}"))
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+/// The `<title>` of an HTML page, if it has one.
+pub fn html_title(page: &str) -> Option<String> {
+    let start = page.find("<title>")? + "<title>".len();
+    let end = page[start..].find("</title>")? + start;
+    Some(page[start..end].to_string())
+}
+
+/// Run SQL as the database admin (root through the socket); the rows, tab-separated.
+pub fn mysql(sql: &str) -> String {
+    let out = Command::new("mariadb")
+        .args(["-N", "-B", "-e", sql])
+        .output()
+        .expect("run mariadb");
+    assert!(
+        out.status.success(),
+        "mariadb -e {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Everything on this machine that belongs to the site at `uri` whose database (and key) is
+/// `key`: databases, database users, vhosts, site directories, WordPress configs, Drupal
+/// site directories under `drupal_sites` (if given). Empty when nothing is left.
+pub fn site_leftovers(uri: &str, key: &str, drupal_sites: Option<&Path>) -> Vec<String> {
+    let mut found = Vec::new();
+    for row in mysql(&format!(
+        "SELECT CONCAT('database ', SCHEMA_NAME) FROM information_schema.SCHEMATA \
+         WHERE SCHEMA_NAME = '{key}' UNION ALL \
+         SELECT CONCAT('user ', User, '@', Host) FROM mysql.user WHERE User = '{key}'"
+    ))
+    .lines()
+    {
+        found.push(row.to_string());
+    }
+    let dashed = key.replace('_', "-");
+    let mut dirs = vec![
+        PathBuf::from("/etc/aegir/nginx/vhosts"),
+        PathBuf::from("/var/aegir/sites"),
+        PathBuf::from("/etc/wordpress"),
+    ];
+    dirs.extend(drupal_sites.map(Path::to_path_buf));
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.contains(uri) || name.contains(key) || name.contains(&dashed) {
+                found.push(e.path().display().to_string());
+            }
+        }
+    }
+    found
+}
