@@ -53,6 +53,7 @@ impl From<EngineError> for AppError {
                 what: "target",
                 key: what,
             },
+            EngineError::Plan(PlanError::NotReady(msg)) => AppError::InvalidState(msg),
             EngineError::Plan(PlanError::Host(msg)) => AppError::Internal(msg),
             EngineError::Plan(PlanError::Store(e)) | EngineError::Store(e) => e.into(),
         }

@@ -331,6 +331,13 @@ rm -f "$1.aegir-new""#,
                     self.vhost(cx, previous).await?;
                 }
             },
+            // The record goes back with the host: a status recorded by an operation that is
+            // then undone must not claim what is no longer there.
+            Kind::Status { from, to } => {
+                cx.store()
+                    .set_environment_status(self.t.env_id, &[to], from[0], cx.now())
+                    .await?;
+            }
             Kind::TakeOffline => {
                 let script = format!(
                     r#"set -e

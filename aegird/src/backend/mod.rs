@@ -155,7 +155,7 @@ impl HostPlanner {
             .await?
             .ok_or_else(|| PlanError::NotFound(format!("server {}", env.server)))?;
         let (Some(app), Some(root)) = (release.app_kind, release.path.clone()) else {
-            return Err(PlanError::Host(format!(
+            return Err(PlanError::NotReady(format!(
                 "release {} has not been verified: run `aegir release verify {}`",
                 release.name, release.name
             )));
@@ -168,7 +168,7 @@ impl HostPlanner {
             .map(|s| verify::php_branch(&s.version))
             .max_by(|a, b| version_cmp(a, b))
             .ok_or_else(|| {
-                PlanError::Host(format!(
+                PlanError::NotReady(format!(
                     "server {} has no php-fpm: install it and run `aegir server verify {}`",
                     server.name, server.name
                 ))

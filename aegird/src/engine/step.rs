@@ -36,6 +36,10 @@ pub enum PlanError {
     /// The target is gone.
     #[error("{0} not found")]
     NotFound(String),
+    /// The target or what it depends on is not in a state that allows the operation (a
+    /// release never verified, a server without php-fpm); the message says what to do.
+    #[error("{0}")]
+    NotReady(String),
     /// The host side could not be prepared (e.g. SSH files in the state directory).
     #[error("{0}")]
     Host(String),

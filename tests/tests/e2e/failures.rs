@@ -1,31 +1,58 @@
 //! Failure injection: the daemon's real planner, wrapped so that step N of an operation fails
-//! right after doing its work (the hard case for undo), for every N in turn; each time,
-//! nothing the operation made may be left behind.
+//! (before, or right after doing its work), for every N in turn; each time, nothing the
+//! operation made may be left behind, and what was there before still works.
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use aegir_tests::{fixture_repo, Backend, TestDb};
-use aegird::app::{App, NewProject, NewRelease, NewServer};
+use aegir_tests::{fixture_repo, html_title, http_get, site_leftovers, unique, Backend, TestDb};
+use aegird::app::{App, EnvAction, NewEnvironment, NewProject, NewRelease, NewServer};
 use aegird::backend::{HostPlanner, SshKeys};
 use aegird::clock::SystemClock;
 use aegird::engine::{
     Engine, OperationSpec, Plan, PlanError, Planner, Step, StepContext, StepError,
 };
-use aegird::model::{OperationStatus, Transport};
+use aegird::model::{EnvironmentStatus, HttpsMode, OperationKind, OperationStatus, Transport};
 use aegird::store::Store;
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::watch;
 
-/// Makes step `fail_at` fail after it has run (its effect is real, its success is not).
-struct FailAfter {
-    inner: HostPlanner,
-    fail_at: Option<usize>,
+/// When an injected failure strikes: before the step does anything, or after it has done
+/// its work (its effect is real, its success is not: the hard case for undo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum When {
+    Before,
+    After,
 }
 
-struct Failing(Arc<dyn Step>);
+#[derive(Debug, Clone, Copy)]
+struct Injection {
+    kind: OperationKind,
+    step: usize,
+    when: When,
+}
+
+/// The daemon's real planner, with one step of the next operations of one kind made to fail.
+struct Injector {
+    inner: HostPlanner,
+    injection: Mutex<Option<Injection>>,
+}
+
+impl Injector {
+    fn new(inner: HostPlanner) -> Arc<Injector> {
+        Arc::new(Injector {
+            inner,
+            injection: Mutex::new(None),
+        })
+    }
+    fn set(&self, injection: Option<Injection>) {
+        *self.injection.lock().unwrap() = injection;
+    }
+}
+
+struct Failing(Arc<dyn Step>, When);
 
 #[async_trait]
 impl Step for Failing {
@@ -33,9 +60,12 @@ impl Step for Failing {
         self.0.name()
     }
     async fn run(&self, cx: &StepContext) -> Result<Value, StepError> {
-        self.0.run(cx).await?;
+        if self.1 == When::After {
+            self.0.run(cx).await?;
+        }
         Err(StepError::new(format!(
-            "injected failure after {}",
+            "injected failure {:?} {}",
+            self.1,
             self.0.name()
         )))
     }
@@ -45,12 +75,13 @@ impl Step for Failing {
 }
 
 #[async_trait]
-impl Planner for FailAfter {
+impl Planner for Injector {
     async fn plan(&self, store: &Store, spec: &OperationSpec) -> Result<Plan, PlanError> {
         let mut plan = self.inner.plan(store, spec).await?;
-        if let Some(i) = self.fail_at {
-            let step = plan.steps[i].clone();
-            plan.steps[i] = Arc::new(Failing(step));
+        let injection = *self.injection.lock().unwrap();
+        if let Some(i) = injection.filter(|i| i.kind == spec.kind) {
+            let step = plan.steps[i.step].clone();
+            plan.steps[i.step] = Arc::new(Failing(step, i.when));
         }
         Ok(plan)
     }
@@ -76,10 +107,16 @@ async fn build_release(
 ) -> (OperationStatus, Option<String>, Vec<String>) {
     let db = TestDb::new(Backend::Sqlite).await;
     let inner = HostPlanner::new(db.dir.path()).with_releases_dir(platforms.display().to_string());
+    let injector = Injector::new(inner);
+    injector.set(fail_at.map(|step| Injection {
+        kind: OperationKind::ReleaseVerify,
+        step,
+        when: When::After,
+    }));
     let engine = Engine::new(
         db.store.clone(),
         Arc::new(SystemClock),
-        Arc::new(FailAfter { inner, fail_at }),
+        injector,
         aegird::config::EngineConfig::default(),
         "failures",
     );
@@ -176,4 +213,271 @@ async fn a_git_release_build_failing_at_any_step_leaves_nothing_behind() {
             "failing at {step} left the release pointing at a clone"
         );
     }
+}
+
+/// An in-process daemon (real planner behind an [`Injector`]) with a verified local server
+/// and a verified WordPress release `wp` on it.
+struct Sites {
+    db: TestDb,
+    app: App,
+    injector: Arc<Injector>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Sites {
+    async fn start() -> Sites {
+        let db = TestDb::new(Backend::Sqlite).await;
+        let injector = Injector::new(HostPlanner::new(db.dir.path()));
+        let engine = Engine::new(
+            db.store.clone(),
+            Arc::new(SystemClock),
+            injector.clone(),
+            aegird::config::EngineConfig::default(),
+            "failures",
+        );
+        let app = App::new(engine.clone(), SshKeys::new(db.dir.path().join("ssh")));
+        let (stop, mut rx) = watch::channel(false);
+        let task = tokio::spawn(engine.run(async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+        let sites = Sites {
+            db,
+            app,
+            injector,
+            stop,
+            task,
+        };
+        sites
+            .app
+            .add_server(NewServer {
+                name: "local".into(),
+                transport: Transport::Local,
+                ssh: None,
+            })
+            .await
+            .unwrap();
+        let op = sites.app.verify_server("local").await.unwrap();
+        assert_eq!(sites.wait(op.id).await, OperationStatus::Succeeded);
+        sites
+            .app
+            .add_project(NewProject {
+                name: "wp".into(),
+                git: None,
+                git_ref: None,
+                path: Some("/usr/share/wordpress".into()),
+            })
+            .await
+            .unwrap();
+        sites
+            .app
+            .create_release(NewRelease {
+                name: "wp".into(),
+                project: "wp".into(),
+                server: "local".into(),
+                git_ref: None,
+            })
+            .await
+            .unwrap();
+        let op = sites.app.verify_release("wp").await.unwrap();
+        assert_eq!(sites.wait(op.id).await, OperationStatus::Succeeded);
+        sites
+    }
+
+    async fn wait(&self, id: aegird::model::Id) -> OperationStatus {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let o = self.db.store.operation(id).await.unwrap().unwrap();
+            if o.status.is_final() {
+                return o.status;
+            }
+            assert!(std::time::Instant::now() < deadline, "operation never ended");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Install a site titled `title`; the install's status, its step names and the key.
+    async fn install(&self, uri: &str, title: &str) -> (OperationStatus, Vec<String>, String) {
+        let op = self
+            .app
+            .create_environment(NewEnvironment {
+                uri: uri.into(),
+                release: "wp".into(),
+                aliases: vec![format!("www.{uri}")],
+                redirect_aliases: true,
+                https: HttpsMode::Off,
+                title: Some(title.into()),
+            })
+            .await
+            .unwrap();
+        let status = self.wait(op.id).await;
+        let key = self
+            .db
+            .store
+            .environment_by_id(op.target.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .db_name
+            .unwrap();
+        (status, self.steps(op.id).await, key)
+    }
+
+    async fn act(&self, uri: &str, action: EnvAction) -> (OperationStatus, Vec<String>) {
+        let op = self.app.environment_action(uri, action).await.unwrap();
+        (self.wait(op.id).await, self.steps(op.id).await)
+    }
+
+    async fn steps(&self, id: aegird::model::Id) -> Vec<String> {
+        let tasks = self.db.store.tasks(id).await.unwrap();
+        tasks.into_iter().map(|t| t.name).collect()
+    }
+
+    async fn status(&self, uri: &str) -> Option<EnvironmentStatus> {
+        self.db
+            .store
+            .environment_by_uri(uri)
+            .await
+            .unwrap()
+            .map(|e| e.status)
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        self.task.await.unwrap();
+    }
+}
+
+/// The site answers with its own title.
+fn serves(uri: &str, title: &str) -> bool {
+    let (status, page) = http_get(uri, "/");
+    status == 200 && html_title(&page).as_deref() == Some(title)
+}
+
+/// The php-fpm pools and the vhost directory's scratch files: server-wide things an
+/// environment operation must not add to.
+fn server_files() -> Vec<String> {
+    let mut files = tree(Path::new("/etc/php"));
+    files.retain(|f| f.contains("/pool.d/"));
+    files.extend(
+        tree(Path::new("/etc/aegir/nginx/vhosts"))
+            .into_iter()
+            .filter(|f| f.contains(".aegir-")),
+    );
+    files
+}
+
+#[tokio::test]
+async fn a_site_install_failing_at_any_step_leaves_nothing_behind() {
+    let sites = Sites::start().await;
+    // A site that must keep serving through every failed install next to it.
+    let witness = format!("{}.test", unique("witness"));
+    let witness_title = unique("Witness");
+    let (status, steps, witness_key) = sites.install(&witness, &witness_title).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    assert!(serves(&witness, &witness_title));
+    assert_eq!(
+        steps,
+        [
+            "claim-site-directory",
+            "secrets",
+            "database",
+            "files",
+            "settings",
+            "vhost",
+            "install-application",
+            "record-status"
+        ]
+    );
+    let server_before = server_files();
+
+    for (i, step) in steps.iter().enumerate() {
+        for when in [When::Before, When::After] {
+            let uri = format!("{}.test", unique("failing"));
+            sites.injector.set(Some(Injection {
+                kind: OperationKind::EnvInstall,
+                step: i,
+                when,
+            }));
+            let (status, _, key) = sites.install(&uri, "Never").await;
+            sites.injector.set(None);
+            let case = format!("install failing {when:?} {step}");
+            assert_eq!(status, OperationStatus::Failed, "{case}");
+            assert_eq!(
+                site_leftovers(&uri, &key, None),
+                Vec::<String>::new(),
+                "{case} left these behind"
+            );
+            assert_eq!(
+                sites.status(&uri).await,
+                Some(EnvironmentStatus::Failed),
+                "{case}"
+            );
+            assert!(
+                serves(&witness, &witness_title),
+                "{case}: the other site stopped serving"
+            );
+            assert_eq!(server_files(), server_before, "{case}");
+            // A failed install is deleted like any environment, and frees its uri.
+            let (status, _) = sites.act(&uri, EnvAction::Delete).await;
+            assert_eq!(status, OperationStatus::Succeeded, "{case}: delete");
+            assert_eq!(sites.status(&uri).await, None, "{case}");
+        }
+    }
+    let (status, _) = sites.act(&witness, EnvAction::Delete).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    assert_eq!(site_leftovers(&witness, &witness_key, None), Vec::<String>::new());
+    sites.stop().await;
+}
+
+#[tokio::test]
+async fn a_site_delete_failing_at_any_step_leaves_the_site_serving() {
+    let sites = Sites::start().await;
+    let uri = format!("{}.test", unique("deleting"));
+    let title = unique("Doomed");
+    let (status, _, key) = sites.install(&uri, &title).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    let installed = site_leftovers(&uri, &key, None);
+    assert!(installed.len() >= 5, "{installed:?}");
+    let steps = ["take-offline", "move-aside", "purge"];
+
+    for (i, step) in steps.iter().enumerate() {
+        for when in [When::Before, When::After] {
+            // Failing after the purge is past the point of no return: checked below.
+            if *step == "purge" && when == When::After {
+                continue;
+            }
+            let case = format!("delete failing {when:?} {step}");
+            sites.injector.set(Some(Injection {
+                kind: OperationKind::EnvDelete,
+                step: i,
+                when,
+            }));
+            let (status, ran) = sites.act(&uri, EnvAction::Delete).await;
+            sites.injector.set(None);
+            assert_eq!(ran, steps, "{case}");
+            assert_eq!(status, OperationStatus::Failed, "{case}");
+            assert!(serves(&uri, &title), "{case}: the site stopped serving");
+            assert_eq!(site_leftovers(&uri, &key, None), installed, "{case}");
+            assert_eq!(
+                sites.status(&uri).await,
+                Some(EnvironmentStatus::Active),
+                "{case}"
+            );
+        }
+    }
+
+    // Once the purge has run, the site is gone even if the operation then fails: nothing is
+    // put back half-way, and the record says deleted.
+    sites.injector.set(Some(Injection {
+        kind: OperationKind::EnvDelete,
+        step: 2,
+        when: When::After,
+    }));
+    let (status, _) = sites.act(&uri, EnvAction::Delete).await;
+    sites.injector.set(None);
+    assert_eq!(status, OperationStatus::Failed);
+    assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
+    assert_eq!(sites.status(&uri).await, None, "recorded as deleted");
+    sites.stop().await;
 }

@@ -5,5 +5,6 @@ mod daemon;
 mod engine;
 mod failures;
 mod releases;
+mod sites;
 mod ssh;
 mod store;
