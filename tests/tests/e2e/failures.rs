@@ -291,7 +291,10 @@ impl Sites {
             if o.status.is_final() {
                 return o.status;
             }
-            assert!(std::time::Instant::now() < deadline, "operation never ended");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operation never ended"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
@@ -426,7 +429,10 @@ async fn a_site_install_failing_at_any_step_leaves_nothing_behind() {
     }
     let (status, _) = sites.act(&witness, EnvAction::Delete).await;
     assert_eq!(status, OperationStatus::Succeeded);
-    assert_eq!(site_leftovers(&witness, &witness_key, None), Vec::<String>::new());
+    assert_eq!(
+        site_leftovers(&witness, &witness_key, None),
+        Vec::<String>::new()
+    );
     sites.stop().await;
 }
 

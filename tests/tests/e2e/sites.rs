@@ -27,7 +27,13 @@ fn wordpress_release(d: &Daemon, token: &str, server: &str, release: &str) {
         d,
         token,
         &[
-            "release", "create", release, "--project", &project, "--server", server,
+            "release",
+            "create",
+            release,
+            "--project",
+            &project,
+            "--server",
+            server,
         ],
     );
     cli_ok(d, token, &["release", "verify", release, "--wait"]);
@@ -50,7 +56,14 @@ fn wordpress_sites_install_serve_disable_enable_log_in_and_delete() {
         &d,
         &token,
         &[
-            "env", "create", &a, "--release", "wp-6", "--title", &title_a, "--wait",
+            "env",
+            "create",
+            &a,
+            "--release",
+            "wp-6",
+            "--title",
+            &title_a,
+            "--wait",
         ],
     );
     eprintln!(
@@ -61,7 +74,14 @@ fn wordpress_sites_install_serve_disable_enable_log_in_and_delete() {
         &d,
         &token,
         &[
-            "env", "create", &b, "--release", "wp-6", "--title", &title_b, "--wait",
+            "env",
+            "create",
+            &b,
+            "--release",
+            "wp-6",
+            "--title",
+            &title_b,
+            "--wait",
         ],
     );
     let (key_a, key_b) = (db_name(&d, &token, &a), db_name(&d, &token, &b));
@@ -125,7 +145,10 @@ fn wordpress_sites_install_serve_disable_enable_log_in_and_delete() {
     assert!(out.contains("differed from what aegird renders"), "{out}");
     assert_eq!(std::fs::read_to_string(&vhost).unwrap(), rendered);
     let out = cli_ok(&d, &token, &["env", "verify", &a, "--wait"]);
-    assert!(!out.contains("differed"), "a second verify finds no drift: {out}");
+    assert!(
+        !out.contains("differed"),
+        "a second verify finds no drift: {out}"
+    );
     cli_ok(&d, &token, &["env", "cron", &a, "--wait"]);
 
     // Delete removes the database, its user, the vhost and the files; the record stays.
@@ -155,12 +178,22 @@ fn bad_environment_requests_are_refused_and_change_nothing() {
     let token = d.token("test", None);
     cli_ok(&d, &token, &["server", "add", "local", "--local"]);
     let project = unique("wp");
-    cli_ok(&d, &token, &["project", "add", &project, "--path", WORDPRESS]);
+    cli_ok(
+        &d,
+        &token,
+        &["project", "add", &project, "--path", WORDPRESS],
+    );
     cli_ok(
         &d,
         &token,
         &[
-            "release", "create", "wp-new", "--project", &project, "--server", "local",
+            "release",
+            "create",
+            "wp-new",
+            "--project",
+            &project,
+            "--server",
+            "local",
         ],
     );
     let uri = format!("{}.test", unique("refused"));
@@ -222,7 +255,14 @@ fn wordpress_site_on_a_server_over_ssh() {
         &d,
         &token,
         &[
-            "env", "create", &uri, "--release", "wp-remote", "--title", &title, "--wait",
+            "env",
+            "create",
+            &uri,
+            "--release",
+            "wp-remote",
+            "--title",
+            &title,
+            "--wait",
         ],
     );
     assert!(out.contains("install WordPress"), "{out}");
