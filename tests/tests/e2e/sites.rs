@@ -11,6 +11,18 @@ use serde_json::Value;
 /// Debian's wordpress package: one codebase, a config per site in /etc/wordpress.
 const WORDPRESS: &str = "/usr/share/wordpress";
 
+/// The id of a group, from /etc/group.
+fn group_id(group: &str) -> u32 {
+    std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0] == group).then(|| f[2].parse().unwrap())
+        })
+        .expect("group exists")
+}
+
 /// The key (database name) aegird gave an environment.
 fn db_name(d: &Daemon, token: &str, uri: &str) -> String {
     let env: Value =
@@ -81,6 +93,9 @@ fn wordpress_sites_install_serve_disable_enable_log_in_and_delete() {
             "wp-6",
             "--title",
             &title_b,
+            "--alias",
+            &format!("www.{b}"),
+            "--redirect-aliases",
             "--wait",
         ],
     );
@@ -91,6 +106,29 @@ fn wordpress_sites_install_serve_disable_enable_log_in_and_delete() {
         assert_eq!(status, 200, "{page}");
         assert_eq!(html_title(&page).as_deref(), Some(title.as_str()), "{uri}");
     }
+    // The alias answers with a redirect to the site's own name.
+    let (status, page) = http_get(&format!("www.{b}"), "/wp-login.php?x=1");
+    assert_eq!(status, 301, "{page}");
+    assert!(
+        page.contains(&format!("Location: http://{b}/wp-login.php?x=1")),
+        "{page}"
+    );
+    // Uploads are served from the site's files directory, which PHP can write to, so PHP
+    // never runs from there.
+    let uploads = format!("/var/aegir/sites/{a}/files");
+    std::fs::write(format!("{uploads}/note.txt"), "uploaded").unwrap();
+    std::fs::write(format!("{uploads}/evil.php"), "<?php echo 'ran' . 'php';").unwrap();
+    let (status, page) = http_get(&a, "/wp-content/uploads/note.txt");
+    assert_eq!(status, 200, "{page}");
+    assert!(page.ends_with("uploaded"), "{page}");
+    let (status, page) = http_get(&a, "/wp-content/uploads/evil.php");
+    assert_eq!(status, 403, "{page}");
+    assert!(!page.contains("ranphp"), "{page}");
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&uploads).unwrap();
+    assert_eq!(meta.mode() & 0o7777, 0o2770, "files directory mode");
+    let www_data = group_id("www-data");
+    assert_eq!(meta.gid(), www_data, "files directory group");
 
     // Disabled: every path gets aegird's page with 503 and Retry-After; the other site is
     // untouched; enabled again, the site is back.
