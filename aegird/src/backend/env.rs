@@ -517,9 +517,12 @@ echo made"#,
             "CREATE DATABASE IF NOT EXISTS `{k}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;\n\
              CREATE USER IF NOT EXISTS '{k}'@'localhost' IDENTIFIED BY '{p}';\n\
              ALTER USER '{k}'@'localhost' IDENTIFIED BY '{p}';\n\
-             GRANT ALL PRIVILEGES ON `{k}`.* TO '{k}'@'localhost';\n",
+             GRANT ALL PRIVILEGES ON `{grant}`.* TO '{k}'@'localhost';\n",
             k = s.key,
-            p = secrets.db_password
+            p = secrets.db_password,
+            // In a database-level grant `_` is a wildcard: unescaped, the grant would also
+            // cover every database whose name differs from the key at an underscore.
+            grant = s.key.replace('_', "\\_"),
         );
         let script = format!(
             r#"set -e
@@ -586,6 +589,7 @@ done"#,
                     cx,
                     &format!("create {}", s.drupal_site_dir()),
                     r#"set -e
+[ -d "$(dirname "$1")" ] || { echo "$(dirname "$1") is missing: this release is not a Drupal codebase aegird can add sites to" >&2; exit 1; }
 if [ -e "$1" ]; then
   if [ "$(cat "$1/.aegir-env" 2>/dev/null)" != "$2" ]; then
     echo "$1 already exists in the release and is not this site's" >&2; exit 1
@@ -732,13 +736,16 @@ fi"#,
     ) -> Result<String, StepError> {
         let mut all = drupal::drush_site_args(&self.t.site);
         all.extend(args.iter().cloned());
-        let argv: Vec<&str> = all.iter().map(String::as_str).collect();
-        cx.log(LogLevel::Command, format!("drush {}", argv.join(" ")))
+        cx.log(LogLevel::Command, format!("drush {}", all.join(" ")))
             .await;
+        // Files drush makes under the setgid files directories must stay writable by the
+        // web group, or php-fpm cannot update them later.
+        let mut argv = vec!["-c", "umask 002; exec \"$0\" \"$@\"", drush];
+        argv.extend(all.iter().map(String::as_str));
         let out = self
             .t
             .exec
-            .run(drush, &argv)
+            .run("sh", &argv)
             .await
             .map_err(|e| StepError::new(format!("{what}: {e}")))?;
         if !out.success() {
@@ -958,7 +965,15 @@ rm -rf "$2" "$3" "$4" "$5""#
                         &["user:login".into(), "--no-browser".into()],
                     )
                     .await?;
-                out.trim().to_string()
+                // drush may print notices before the link: take the link itself.
+                out.lines()
+                    .rev()
+                    .map(str::trim)
+                    .find(|l| l.starts_with("http://") || l.starts_with("https://"))
+                    .ok_or_else(|| {
+                        StepError::new(format!("drush user:login printed no link: {}", out.trim()))
+                    })?
+                    .to_string()
             }
             AppKind::Php => {
                 return Err(StepError::new("a plain PHP site has no login to open"));

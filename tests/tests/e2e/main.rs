@@ -2,6 +2,7 @@
 
 mod api;
 mod daemon;
+mod drupal;
 mod engine;
 mod failures;
 mod releases;
