@@ -372,13 +372,22 @@ impl Step for SetupStep {
                         continue;
                     }
                     let file = layout::pool_file(&php);
-                    let changed = write(cx, exec, &file, &pool_conf(&php)).await?;
-                    shell::script(
+                    // Written, tested and reloaded under one lock: php-fpm's reload ends
+                    // requests in flight, so two verifies must not both reload for one change.
+                    let out = shell::script_input(
                         cx,
                         exec,
-                        &format!("test and reload php-fpm {php} if its aegir pool changed"),
+                        &format!("install aegird's pool for php-fpm {php}, reload if it changed"),
                         r#"set -e
-[ "$5" = true ] || [ ! -S "$3" ] || exit 0
+mkdir -p "$(dirname "$7")"
+exec 9>"$7"
+flock 9
+t=$(mktemp "$6.aegir-XXXXXX")
+trap 'rm -f "$t"' EXIT
+cat > "$t"
+if cmp -s "$t" "$6"; then changed=false; else chmod 0644 "$t"; mv -f "$t" "$6"; changed=true; fi
+echo "$changed"
+[ "$changed" = true ] || [ ! -S "$3" ] || exit 0
 if ! out=$("$1" -t 2>&1); then rm -f "$6"; echo "$1 -t refused the pool: $out" >&2; exit 1; fi
 if [ -e /run/systemd/system ] && systemctl is-active --quiet "$4"; then systemctl reload "$4"
 elif [ -s "$2" ] && kill -0 "$(cat "$2")" 2>/dev/null; then kill -USR2 "$(cat "$2")"
@@ -393,11 +402,16 @@ done"#,
                             &layout::fpm_pid_file(&php),
                             &layout::pool_socket(&php),
                             &format!("php{php}-fpm"),
-                            if changed { "true" } else { "false" },
+                            "",
                             &file,
+                            &format!("{}/.php-fpm.lock", layout::ETC_DIR),
                         ],
+                        Some(pool_conf(&php).into_bytes()),
                     )
                     .await?;
+                    if out.trim() == "true" {
+                        cx.info(format!("{file}: written")).await;
+                    }
                     pools.push(json!({ "php": php, "socket": layout::pool_socket(&php) }));
                 }
                 Ok(json!({ "pools": pools }))
