@@ -6,13 +6,15 @@ use anyhow::{Context, Result};
 use clap::ValueEnum;
 
 use crate::apt::Apt;
-use crate::{cmd, postgres};
+use crate::{cmd, postgres, services};
 
 /// The benchmarks aegir-bench knows.
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Bench {
     /// The operations engine, on the PostgreSQL store.
     Engine,
+    /// One WordPress environment install and delete, on nginx, php-fpm and MariaDB.
+    Site,
 }
 
 impl Bench {
@@ -20,12 +22,18 @@ impl Bench {
     fn name(self) -> &'static str {
         match self {
             Bench::Engine => "engine",
+            Bench::Site => "site",
         }
     }
 }
 
 pub fn run(root: &Path, bench: Bench, quick: bool, install: bool) -> Result<()> {
-    let postgres_url = postgres::ensure(&mut Apt::new(install))?;
+    let mut apt = Apt::new(install);
+    let postgres_url = postgres::ensure(&mut apt)?;
+    if matches!(bench, Bench::Site) {
+        services::ensure(&mut apt)?;
+        services::start()?;
+    }
 
     let name = bench.name();
     cmd::header(&format!("Benchmark {name}"));

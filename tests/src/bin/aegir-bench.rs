@@ -8,6 +8,11 @@
 //! 3. the latency of `GET /api/v1/environments` over those 10,000 rows, against `GET /healthz`
 //!    on the same keep-alive connection and against the same store call made in-process.
 //!
+//! `aegir-bench site` measures one WordPress environment install and delete through the CLI
+//! (`aegir env create --wait`, `aegir env delete --wait`) against the same work done by hand
+//! with a shell script: database and user, per-site config, vhost with `nginx -t` and a reload,
+//! WordPress's own `wp_install` (the floor any tool has to pay).
+//!
 //! Every loop has a fixed count or a deadline, and all traffic stays on the loopback.
 
 use std::path::Path;
@@ -52,6 +57,13 @@ enum BenchCmd {
     /// a daemon with 10,000 environments.
     Engine {
         /// Fewer samples: a smoke run, not figures to quote.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Install and delete of one WordPress environment through the CLI, on this machine's
+    /// nginx, php-fpm and MariaDB, against the same work done by hand.
+    Site {
+        /// Fewer rounds: a smoke run, not figures to quote.
         #[arg(long)]
         quick: bool,
     },
@@ -113,6 +125,7 @@ fn main() -> Result<()> {
         .context("cannot start the tokio runtime")?;
     match cli.bench {
         BenchCmd::Engine { quick } => runtime.block_on(engine_bench(Sizes::new(quick))),
+        BenchCmd::Site { quick } => site_bench(if quick { 2 } else { 7 }),
     }
 }
 
@@ -963,4 +976,157 @@ async fn http_series_checked(
         "GET {url}: {items} items of {total}, expected {want_items} of {want_total}"
     );
     Ok((samples, body.len()))
+}
+
+// --- site
+
+/// The by-hand baseline for one WordPress site: what an admin (or Aegir 3's provision) runs at
+/// the least. `$1` uri, `$2` database name, `$3` password, `$4` WORDPRESS_CONFIG name; the
+/// install script on stdin is aegird's own, so both sides run the same PHP.
+const BY_HAND_INSTALL: &str = r#"set -e
+mariadb -e "CREATE DATABASE \`$2\`; CREATE USER '$2'@'localhost' IDENTIFIED BY '$3'; GRANT ALL ON \`$2\`.* TO '$2'@'localhost';"
+cat > /etc/wordpress/config-$4.php <<PHP
+<?php
+define('DB_NAME', '$2'); define('DB_USER', '$2'); define('DB_PASSWORD', '$3'); define('DB_HOST', 'localhost');
+define('WP_HOME', 'http://$1'); define('WP_SITEURL', 'http://$1');
+PHP
+cat > /etc/aegir/nginx/vhosts/$1.conf <<NGINX
+server {
+    listen 80;
+    server_name $1;
+    root /usr/share/wordpress;
+    index index.php;
+    location / { try_files \$uri \$uri/ /index.php?\$args; }
+    location ~ \.php\$ {
+        include fastcgi_params;
+        fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+        fastcgi_param WORDPRESS_CONFIG $4;
+        fastcgi_pass unix:/run/php/aegir-php8.2-fpm.sock;
+    }
+}
+NGINX
+nginx -t 2>/dev/null
+nginx -s reload
+env HTTP_HOST=$1 WORDPRESS_CONFIG=$4 php -- /usr/share/wordpress "By hand" admin@$1 /tmp/$1-uploads http://$1/wp-content/uploads > /dev/null
+"#;
+
+const BY_HAND_DELETE: &str = r#"set -e
+mariadb -e "DROP DATABASE \`$2\`; DROP USER '$2'@'localhost';"
+rm -f /etc/wordpress/config-$4.php /etc/aegir/nginx/vhosts/$1.conf
+nginx -s reload
+"#;
+
+fn timed(mut cmd: Command, what: &str) -> Result<f64> {
+    let started = Instant::now();
+    let out = cmd.output().with_context(|| format!("cannot run {what}"))?;
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    ensure!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(ms)
+}
+
+fn site_bench(rounds: usize) -> Result<()> {
+    let aegird = aegir_tests::bin("aegird");
+    let aegir = aegir_tests::bin("aegir");
+    let state = tempfile::tempdir()?;
+    let d = Daemon::start(state.path(), &DaemonOpts::default());
+    let token = d.token("bench", None);
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(&aegir);
+        c.args(args)
+            .env("AEGIR_URL", d.url())
+            .env("AEGIR_TOKEN", &token);
+        c
+    };
+    for args in [
+        &["server", "add", "local", "--local"][..],
+        &["server", "verify", "local", "--wait"],
+        &["project", "add", "wp", "--path", "/usr/share/wordpress"],
+        &[
+            "release",
+            "create",
+            "wp",
+            "--project",
+            "wp",
+            "--server",
+            "local",
+        ],
+        &["release", "verify", "wp", "--wait"],
+    ] {
+        timed(cli(args), &format!("aegir {}", args.join(" ")))?;
+    }
+    println!("# aegir-bench site");
+    println!();
+    println!("- aegird: {}", aegird.display());
+    println!("- rounds: {rounds} (plus one warm-up), aegird and by hand alternating");
+    println!(
+        "- load average (1, 5, 15 min) at the start: {}",
+        load_average()
+    );
+    println!();
+
+    let (mut ours_install, mut ours_delete) = (Vec::new(), Vec::new());
+    let (mut hand_install, mut hand_delete) = (Vec::new(), Vec::new());
+    for round in 0..=rounds {
+        let tag = format!("{:08x}", rand::random::<u32>());
+        let uri = format!("bench-{tag}.test");
+        let install = timed(
+            cli(&["env", "create", &uri, "--release", "wp", "--wait"]),
+            "aegir env create",
+        )?;
+        let delete = timed(cli(&["env", "delete", &uri, "--wait"]), "aegir env delete")?;
+
+        let uri = format!("hand-{tag}.test");
+        let db = format!("hand_{tag}");
+        let config = format!("hand-{tag}");
+        let password = format!("{:016x}", rand::random::<u64>());
+        let by_hand = |script: &str| {
+            let mut c = Command::new("sh");
+            c.args(["-c", script, "sh", &uri, &db, &password, &config]);
+            c
+        };
+        // The shell's heredocs use its stdin; the PHP install script goes to php as a file.
+        let php = std::env::temp_dir().join(format!("hand-{tag}.php"));
+        std::fs::write(&php, aegird::apps::wordpress::install_script())?;
+        let script = BY_HAND_INSTALL.replace(
+            "php -- /usr/share/wordpress",
+            &format!("php {} /usr/share/wordpress", php.display()),
+        );
+        let hand_i = timed(by_hand(&script), "the by-hand install")?;
+        let hand_d = timed(by_hand(BY_HAND_DELETE), "the by-hand delete")?;
+        let _ = std::fs::remove_file(&php);
+        if round > 0 {
+            ours_install.push(install);
+            ours_delete.push(delete);
+            hand_install.push(hand_i);
+            hand_delete.push(hand_d);
+        }
+    }
+    let rows = vec![
+        Row::new(
+            "WordPress environment install: `aegir env create --wait`, median",
+            median(&mut ours_install),
+            "by hand: database + config + vhost, nginx -t + reload, wp_install",
+            median(&mut hand_install),
+            Unit::Millis,
+        ),
+        Row::new(
+            "WordPress environment delete: `aegir env delete --wait`, median",
+            median(&mut ours_delete),
+            "by hand: drop database and user, remove config and vhost, reload",
+            median(&mut hand_delete),
+            Unit::Millis,
+        ),
+    ];
+    print_table(&rows);
+    println!();
+    println!(
+        "- load average (1, 5, 15 min) at the end: {}",
+        load_average()
+    );
+    Ok(())
 }
