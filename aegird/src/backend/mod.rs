@@ -160,6 +160,13 @@ impl HostPlanner {
                 release.name, release.name
             )));
         };
+        if !server.services.http.iter().any(|s| s.name == "nginx") {
+            return Err(PlanError::NotReady(format!(
+                "server {} had no nginx at its last `aegir server verify {}`: aegird serves \
+                 sites through nginx (Apache is not supported yet)",
+                server.name, server.name
+            )));
+        }
         // The newest PHP the server has; aegird's pool for it is made by server verify.
         let php = server
             .services
