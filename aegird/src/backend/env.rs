@@ -37,6 +37,25 @@ pub fn plan(kind: OperationKind, target: Target, serving: Serving) -> Plan {
     let t = Arc::new(target);
     let step = |kind: Kind| -> Arc<dyn Step> { Arc::new(EnvStep { kind, t: t.clone() }) };
     use EnvironmentStatus as S;
+    // Disable and enable: the vhost goes from one state to the other (undo puts it back),
+    // then the record follows.
+    let switch = |previous: Serving,
+                  from: &'static [EnvironmentStatus],
+                  to: Serving,
+                  status: EnvironmentStatus| {
+        (
+            vec![
+                step(Kind::CheckSite),
+                step(Kind::Vhost {
+                    serving: to,
+                    undo: VhostUndo::Render(previous),
+                }),
+                step(Kind::Status { from, to: status }),
+            ],
+            false,
+            None,
+        )
+    };
     let (steps, resumable, on_failure) = match kind {
         OperationKind::EnvInstall => (
             vec![
@@ -78,37 +97,18 @@ pub fn plan(kind: OperationKind, target: Target, serving: Serving) -> Plan {
             true,
             None,
         ),
-        OperationKind::EnvDisable | OperationKind::EnvEnable => {
-            let (to, from, previous) = if kind == OperationKind::EnvDisable {
-                (Serving::Disabled, S::Active, Serving::Active)
-            } else {
-                (Serving::Active, S::Disabled, Serving::Disabled)
-            };
-            let status_to = if to == Serving::Active {
-                S::Active
-            } else {
-                S::Disabled
-            };
-            let from: &'static [EnvironmentStatus] = match from {
-                S::Active => &[S::Active],
-                _ => &[S::Disabled],
-            };
-            (
-                vec![
-                    step(Kind::CheckSite),
-                    step(Kind::Vhost {
-                        serving: to,
-                        undo: VhostUndo::Render(previous),
-                    }),
-                    step(Kind::Status {
-                        from,
-                        to: status_to,
-                    }),
-                ],
-                false,
-                None,
-            )
-        }
+        OperationKind::EnvDisable => switch(
+            Serving::Active,
+            &[S::Active],
+            Serving::Disabled,
+            S::Disabled,
+        ),
+        OperationKind::EnvEnable => switch(
+            Serving::Disabled,
+            &[S::Disabled],
+            Serving::Active,
+            S::Active,
+        ),
         OperationKind::EnvDelete => (
             vec![
                 step(Kind::TakeOffline),
@@ -409,13 +409,7 @@ impl EnvStep {
         mode: u32,
         group: Option<&str>,
     ) -> Result<bool, StepError> {
-        cx.log(LogLevel::Command, format!("write {path}")).await;
-        let changed = self
-            .t
-            .exec
-            .write_file(path, contents.as_bytes(), mode)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?;
+        let changed = shell::write(cx, self.t.exec.as_ref(), path, contents, mode).await?;
         if let Some(group) = group {
             self.sh(
                 cx,
@@ -674,31 +668,8 @@ fi"#,
         )
         .await?;
         let text = nginx::vhost(s, serving);
-        let new = format!("{}.aegir-new", s.vhost_file());
-        let current = self
-            .sh(
-                cx,
-                &format!("read {}", s.vhost_file()),
-                r#"cat "$1" 2>/dev/null || true"#,
-                &[&s.vhost_file()],
-            )
-            .await?;
-        if current == text {
-            return Ok(json!({ "vhost": s.vhost_file(), "changed": false }));
-        }
-        self.t
-            .exec
-            .write_file(&new, text.as_bytes(), 0o644)
-            .await
-            .map_err(|e| StepError::new(e.to_string()))?;
-        self.sh(
-            cx,
-            &format!("install {} and reload nginx", s.vhost_file()),
-            &nginx::swap_and_reload(),
-            &[&s.vhost_file(), &new, layout::NGINX_LOCK],
-        )
-        .await?;
-        if !current.is_empty() {
+        let installed = nginx::install(cx, self.t.exec.as_ref(), &s.vhost_file(), &text).await?;
+        if installed == nginx::Installed::Replaced {
             cx.log(
                 LogLevel::Warning,
                 format!(
@@ -708,19 +679,21 @@ fi"#,
             )
             .await;
         }
-        Ok(json!({ "vhost": s.vhost_file(), "changed": true }))
+        Ok(json!({
+            "vhost": s.vhost_file(),
+            "changed": installed != nginx::Installed::Unchanged,
+        }))
     }
 
     /// The first drush the release carries, if any.
     async fn drush(&self, cx: &StepContext) -> Result<Option<String>, StepError> {
         let candidates = drupal::drush_candidates(&self.t.site);
-        let mut args: Vec<&str> = candidates.iter().map(String::as_str).collect();
-        args.insert(0, "");
+        let args: Vec<&str> = candidates.iter().map(String::as_str).collect();
         let found = self
             .sh(
                 cx,
                 "look for drush in the release",
-                r#"shift; for c in "$@"; do if [ -x "$c" ]; then echo "$c"; exit 0; fi; done"#,
+                r#"for c in "$@"; do if [ -x "$c" ]; then echo "$c"; exit 0; fi; done"#,
                 &args,
             )
             .await?;
@@ -731,31 +704,21 @@ fi"#,
         &self,
         cx: &StepContext,
         drush: &str,
-        what: &str,
         args: &[String],
     ) -> Result<String, StepError> {
         let mut all = drupal::drush_site_args(&self.t.site);
         all.extend(args.iter().cloned());
-        cx.log(LogLevel::Command, format!("drush {}", all.join(" ")))
-            .await;
+        let mut argv = vec![drush];
+        argv.extend(all.iter().map(String::as_str));
         // Files drush makes under the setgid files directories must stay writable by the
         // web group, or php-fpm cannot update them later.
-        let mut argv = vec!["-c", "umask 002; exec \"$0\" \"$@\"", drush];
-        argv.extend(all.iter().map(String::as_str));
-        let out = self
-            .t
-            .exec
-            .run("sh", &argv)
-            .await
-            .map_err(|e| StepError::new(format!("{what}: {e}")))?;
-        if !out.success() {
-            return Err(StepError::new(format!(
-                "{what} failed (exit {:?}): {}",
-                out.code,
-                out.stderr.trim()
-            )));
-        }
-        Ok(out.stdout)
+        self.sh(
+            cx,
+            &format!("drush {}", all.join(" ")),
+            r#"umask 002; exec "$@""#,
+            &argv,
+        )
+        .await
     }
 
     /// Run one of the WordPress driver's PHP scripts as the site (Debian's wp-config.php
@@ -768,27 +731,19 @@ fi"#,
         args: &[&str],
     ) -> Result<String, StepError> {
         let s = &self.t.site;
-        let host = format!("HTTP_HOST={}", s.uri);
-        let config = format!("WORDPRESS_CONFIG={}", s.wordpress_config_name());
+        let config = s.wordpress_config_name();
         let root = s.docroot_path();
-        let mut argv = vec![host.as_str(), config.as_str(), "php", "--", root.as_str()];
+        let mut argv = vec![s.uri.as_str(), config.as_str(), root.as_str()];
         argv.extend_from_slice(args);
-        cx.log(LogLevel::Command, what).await;
-        let out = self
-            .t
-            .exec
-            .run_input("env", &argv, Some(script.into_bytes()))
-            .await
-            .map_err(|e| StepError::new(format!("{what}: {e}")))?;
-        if !out.success() {
-            return Err(StepError::new(format!(
-                "{what} failed (exit {:?}): {} {}",
-                out.code,
-                out.stderr.trim(),
-                out.stdout.trim()
-            )));
-        }
-        Ok(out.stdout)
+        self.sh_input(
+            cx,
+            what,
+            r#"host=$1 config=$2; shift 2
+HTTP_HOST=$host WORDPRESS_CONFIG=$config exec php -- "$@""#,
+            &argv,
+            script.into_bytes(),
+        )
+        .await
     }
 
     async fn app_install(&self, cx: &StepContext) -> Result<Value, StepError> {
@@ -812,7 +767,6 @@ fi"#,
                     self.run_drush(
                         cx,
                         &drush,
-                        "drush site:install",
                         &[
                             "site:install".into(),
                             "--yes".into(),
@@ -958,12 +912,7 @@ rm -rf "$2" "$3" "$4" "$5""#
                     ));
                 };
                 let out = self
-                    .run_drush(
-                        cx,
-                        &drush,
-                        "drush user:login",
-                        &["user:login".into(), "--no-browser".into()],
-                    )
+                    .run_drush(cx, &drush, &["user:login".into(), "--no-browser".into()])
                     .await?;
                 // drush may print notices before the link: take the link itself.
                 out.lines()
@@ -993,8 +942,7 @@ rm -rf "$2" "$3" "$4" "$5""#
                 let Some(drush) = self.drush(cx).await? else {
                     return Err(StepError::new("cron needs drush in the release"));
                 };
-                self.run_drush(cx, &drush, "drush cron", &["cron".into()])
-                    .await?
+                self.run_drush(cx, &drush, &["cron".into()]).await?
             }
             AppKind::Php => return Err(StepError::new("a plain PHP site has no cron")),
         };

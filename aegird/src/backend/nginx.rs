@@ -1,7 +1,10 @@
 //! nginx configuration aegird writes: the include, the per-site vhost (serving, or disabled),
 //! and the script that swaps a vhost in only if `nginx -t` accepts the result.
 
+use super::executor::HostExecutor;
 use super::layout::{self, Site};
+use super::shell;
+use crate::engine::{StepContext, StepError};
 use crate::model::AppKind;
 
 /// What the vhost of a site does.
@@ -140,8 +143,8 @@ pub const WORDPRESS_CONTENT_DIR: &str = "/var/lib/wordpress/wp-content";
 
 /// Shell script that puts `$2` (a file just written next to it) in place as `$1`, or removes
 /// `$1` when `$2` is empty, then tests nginx; if the test fails, the previous file is put
-/// back and the script fails with nginx's complaint. `$3` is the lock file. Run it as
-/// [`swap_and_reload`]: a vhost is only ever changed that way.
+/// back and the script fails with nginx's complaint. `$3` is the lock file. [`install`] runs
+/// it (as [`swap_and_reload`]): aegird's nginx files are only ever changed that way.
 const SWAP_AND_RELOAD: &str = r#"set -e
 exec 9>"$3"
 flock 9
@@ -173,8 +176,55 @@ done
 "#;
 
 /// [`SWAP_AND_RELOAD`] followed by [`RELOAD`], as one script.
-pub fn swap_and_reload() -> String {
+fn swap_and_reload() -> String {
     format!("{SWAP_AND_RELOAD}{RELOAD}")
+}
+
+/// What [`install`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// The file already held exactly this.
+    Unchanged,
+    /// There was no file.
+    New,
+    /// There was a file with something else in it (drift, on verify).
+    Replaced,
+}
+
+/// Put `text` at `path`, a file of nginx's configuration, if it is not already there: written
+/// next to it, swapped in only if `nginx -t` accepts the result, then nginx reloaded.
+pub async fn install(
+    cx: &StepContext,
+    exec: &dyn HostExecutor,
+    path: &str,
+    text: &str,
+) -> Result<Installed, StepError> {
+    let current = shell::script(
+        cx,
+        exec,
+        &format!("read {path}"),
+        r#"cat "$1" 2>/dev/null || true"#,
+        &[path],
+    )
+    .await?;
+    if current == text {
+        return Ok(Installed::Unchanged);
+    }
+    let new = format!("{path}.aegir-new");
+    shell::write(cx, exec, &new, text, 0o644).await?;
+    shell::script(
+        cx,
+        exec,
+        &format!("install {path} and reload nginx"),
+        &swap_and_reload(),
+        &[path, &new, layout::NGINX_LOCK],
+    )
+    .await?;
+    Ok(if current.is_empty() {
+        Installed::New
+    } else {
+        Installed::Replaced
+    })
 }
 
 #[cfg(test)]

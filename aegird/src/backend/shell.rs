@@ -36,12 +36,31 @@ pub async fn script_input(
         .await
         .map_err(|e| StepError::new(format!("{what}: {e}")))?;
     if !out.success() {
+        // Some programs (PHP on the command line) report their errors on stdout.
+        let said = match out.stderr.trim() {
+            "" => out.stdout.trim(),
+            stderr => stderr,
+        };
         return Err(StepError::new(format!(
-            "{what} failed on {} (exit {:?}): {}",
+            "{what} failed on {} (exit {:?}): {said}",
             exec.describe(),
             out.code,
-            out.stderr.trim()
         )));
     }
     Ok(out.stdout)
+}
+
+/// Write `contents` to `path` on the host (atomically, left alone if identical), logged as
+/// such; true if the file changed.
+pub async fn write(
+    cx: &StepContext,
+    exec: &dyn HostExecutor,
+    path: &str,
+    contents: &str,
+    mode: u32,
+) -> Result<bool, StepError> {
+    cx.log(LogLevel::Command, format!("write {path}")).await;
+    exec.write_file(path, contents.as_bytes(), mode)
+        .await
+        .map_err(|e| StepError::new(e.to_string()))
 }

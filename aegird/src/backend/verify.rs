@@ -326,34 +326,17 @@ impl Step for SetupStep {
                     ],
                 )
                 .await?;
-                write(
+                shell::write(
                     cx,
                     exec,
                     &format!("{}/index.html", layout::DISABLED_DIR),
                     nginx::DISABLED_PAGE,
+                    0o644,
                 )
                 .await?;
-                let current = shell::script(
-                    cx,
-                    exec,
-                    &format!("read {}", layout::NGINX_INCLUDE),
-                    r#"cat "$1" 2>/dev/null || true"#,
-                    &[layout::NGINX_INCLUDE],
-                )
-                .await?;
-                let changed = current != nginx::include();
-                if changed {
-                    let new = format!("{}.aegir-new", layout::NGINX_INCLUDE);
-                    write(cx, exec, &new, &nginx::include()).await?;
-                    shell::script(
-                        cx,
-                        exec,
-                        &format!("install {} and reload nginx", layout::NGINX_INCLUDE),
-                        &nginx::swap_and_reload(),
-                        &[layout::NGINX_INCLUDE, &new, layout::NGINX_LOCK],
-                    )
-                    .await?;
-                }
+                let changed = nginx::install(cx, exec, layout::NGINX_INCLUDE, &nginx::include())
+                    .await?
+                    != nginx::Installed::Unchanged;
                 Ok(json!({ "installed": true, "changed": changed }))
             }
             Setup::PhpPools => {
@@ -436,19 +419,6 @@ my=$(command -v mariadb || command -v mysql) || { echo "neither mariadb nor mysq
             }
         }
     }
-}
-
-/// Write a file (0644) on the host; true if it changed.
-async fn write(
-    cx: &StepContext,
-    exec: &dyn HostExecutor,
-    path: &str,
-    contents: &str,
-) -> Result<bool, StepError> {
-    cx.log(LogLevel::Command, format!("write {path}")).await;
-    exec.write_file(path, contents.as_bytes(), 0o644)
-        .await
-        .map_err(|e| StepError::new(e.to_string()))
 }
 
 /// Writes what the detect steps found onto the server record.
