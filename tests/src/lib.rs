@@ -568,3 +568,15 @@ pub fn site_leftovers(uri: &str, key: &str, drupal_sites: Option<&Path>) -> Vec<
     }
     found
 }
+
+/// The id of a group, from /etc/group.
+pub fn group_id(group: &str) -> u32 {
+    std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.first() == Some(&group)).then(|| f[2].parse().unwrap())
+        })
+        .unwrap_or_else(|| panic!("no group {group}"))
+}

@@ -5,8 +5,28 @@ use std::ffi::OsStr;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+/// How long a service may take from being started to answering.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Polls `answers` until it holds, failing after [`START_TIMEOUT`]: for a service just
+/// started.
+pub fn wait_until(name: &str, answers: impl Fn() -> bool) -> Result<()> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while !answers() {
+        if Instant::now() > deadline {
+            bail!(
+                "{name} did not answer within {}s of starting",
+                START_TIMEOUT.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    Ok(())
+}
 
 /// Prints the header line that opens one step of a task.
 pub fn header(title: &str) {

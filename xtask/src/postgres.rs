@@ -6,8 +6,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -26,7 +25,6 @@ const TEST_PASSWORD: &str = "aegir-test";
 const PASSWORD_URL: &str = "postgres://postgres:aegir-test@127.0.0.1:5432/postgres";
 
 const ADDRESS: ([u8; 4], u16) = ([127, 0, 0, 1], 5432);
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Installs and starts PostgreSQL if needed, and returns the URL the tests must use.
 pub fn ensure(apt: &mut Apt) -> Result<String> {
@@ -106,16 +104,7 @@ fn is_up() -> bool {
 }
 
 fn wait_up() -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while !is_up() {
-        if Instant::now() > deadline {
-            bail!(
-                "PostgreSQL did not answer on 127.0.0.1:5432 within {}s of starting",
-                START_TIMEOUT.as_secs()
-            );
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
+    cmd::wait_until("PostgreSQL on 127.0.0.1:5432", is_up)?;
     println!("PostgreSQL is up");
     Ok(())
 }

@@ -6,8 +6,6 @@
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::Command;
-use std::thread;
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
@@ -89,9 +87,6 @@ const REQUIREMENTS: [Requirement; 10] = [
         installed: || Path::new("/usr/bin/flock").exists(),
     },
 ];
-
-/// How long a service may take from being started to answering.
-const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Installs whichever of the requirements is missing; apt is left alone if none is.
 pub fn ensure(apt: &mut Apt) -> Result<()> {
@@ -220,7 +215,7 @@ impl Daemon {
         for command in &mut commands {
             cmd::run(command)?;
         }
-        wait_until(&name, answers)?;
+        cmd::wait_until(&name, answers)?;
         println!("{name}: started");
         Ok(())
     }
@@ -229,21 +224,6 @@ impl Daemon {
 /// Whether systemd is PID 1 (what sd_booted(3) checks); then it, not us, starts services.
 fn systemd_runs() -> bool {
     Path::new("/run/systemd/system").exists()
-}
-
-/// Polls `answers` until it holds, failing after [`START_TIMEOUT`].
-fn wait_until(name: &str, answers: impl Fn() -> bool) -> Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    while !answers() {
-        if Instant::now() > deadline {
-            bail!(
-                "{name} did not answer within {}s of starting",
-                START_TIMEOUT.as_secs()
-            );
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-    Ok(())
 }
 
 /// `program` with `args`, found also in the sbin directories a non-login root shell may lack.

@@ -10,7 +10,9 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aegir_tests::{fixture, http_get, mysql, run_cli, site_leftovers, unique, Daemon, DaemonOpts};
+use aegir_tests::{
+    fixture, group_id, http_get, mysql, run_cli, site_leftovers, unique, Daemon, DaemonOpts,
+};
 use serde_json::Value;
 
 const RELEASE: &str = "site-1";
@@ -154,15 +156,14 @@ fn operation_id(out: &str) -> String {
         .to_string()
 }
 
-fn gid_of(group: &str) -> u32 {
-    std::fs::read_to_string("/etc/group")
+/// The task named `name` in an operation as `aegir op show --json` prints it.
+fn task<'a>(op: &'a Value, name: &str) -> &'a Value {
+    op["tasks"]
+        .as_array()
         .unwrap()
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.first() == Some(&group)).then(|| f[2].parse().unwrap())
-        })
-        .unwrap_or_else(|| panic!("no group {group}"))
+        .iter()
+        .find(|t| t["name"] == name)
+        .unwrap_or_else(|| panic!("no task {name} in {op}"))
 }
 
 /// Permission bits (with setgid) and group id.
@@ -223,12 +224,7 @@ fn drupal10_installs_through_drush_serves_php_and_delete_leaves_nothing() {
         assert!(install.contains(&want), "{want} not in {install}");
     }
     let op = h.json(&["op", "show", &operation_id(&out)]);
-    let task = op["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "install-application")
-        .unwrap_or_else(|| panic!("{op}"));
+    let task = task(&op, "install-application");
     assert_eq!(task["output"]["method"], "drush", "{task}");
 
     // Both directories name their environment, so undo and delete know they are its own.
@@ -236,7 +232,7 @@ fn drupal10_installs_through_drush_serves_php_and_delete_leaves_nothing() {
     assert_eq!(read(&site_dir.join(".aegir-env")).trim(), key);
 
     // settings.php, in the codebase, holds no secret: it includes credentials kept outside.
-    let www = gid_of("www-data");
+    let www = group_id("www-data");
     let (pw, salt) = secrets(&uri);
     let settings_path = site_dir.join("settings.php");
     assert_eq!(mode_and_gid(&settings_path), (0o440, www));
@@ -438,12 +434,7 @@ fn drupal7_without_drush_is_installed_by_hand_and_has_no_login_link() {
     // No drush: Aegir 3's manual method, the installer left to the browser.
     assert!(out.contains(&format!("http://{uri}/install.php")), "{out}");
     let op = h.json(&["op", "show", &operation_id(&out)]);
-    let task = op["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["name"] == "install-application")
-        .unwrap_or_else(|| panic!("{op}"));
+    let task = task(&op, "install-application");
     assert_eq!(task["output"]["method"], "manual", "{task}");
     assert_eq!(
         task["output"]["install_url"],

@@ -229,7 +229,12 @@ pub fn target_ref(id: Id) -> TargetRef {
 
 /// Wait until the operation has ended.
 pub async fn wait_final(store: &Store, id: Id) -> Operation {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    wait_final_within(store, id, Duration::from_secs(30)).await
+}
+
+/// Wait until the operation has ended, failing the test after `within`.
+pub async fn wait_final_within(store: &Store, id: Id, within: Duration) -> Operation {
+    let deadline = Instant::now() + within;
     loop {
         let op = store.operation(id).await.unwrap().unwrap();
         if op.status.is_final() {

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aegir_tests::{fixture_repo, html_title, http_get, site_leftovers, unique, Backend, TestDb};
 use aegird::app::{App, EnvAction, NewEnvironment, NewProject, NewRelease, NewServer};
@@ -18,6 +19,8 @@ use aegird::store::Store;
 use async_trait::async_trait;
 use serde_json::Value;
 use tokio::sync::watch;
+
+use crate::engine::wait_final_within;
 
 /// When an injected failure strikes: before the step does anything, or after it has done
 /// its work (its effect is real, its success is not: the hard case for undo).
@@ -149,18 +152,7 @@ async fn build_release(
     .await
     .unwrap();
     let op = app.verify_release("d7-1").await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let done = loop {
-        let o = db.store.operation(op.id).await.unwrap().unwrap();
-        if o.status.is_final() {
-            break o;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "operation never ended"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+    let done = wait_final_within(&db.store, op.id, Duration::from_secs(60)).await;
     let tasks: Vec<String> = db
         .store
         .tasks(op.id)
@@ -285,18 +277,9 @@ impl Sites {
     }
 
     async fn wait(&self, id: aegird::model::Id) -> OperationStatus {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-        loop {
-            let o = self.db.store.operation(id).await.unwrap().unwrap();
-            if o.status.is_final() {
-                return o.status;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "operation never ended"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_final_within(&self.db.store, id, Duration::from_secs(120))
+            .await
+            .status
     }
 
     /// Install a site titled `title`; the install's status, its step names and the key.

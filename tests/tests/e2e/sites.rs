@@ -4,24 +4,13 @@
 use std::time::Instant;
 
 use aegir_tests::{
-    cli_ok, html_title, http_get, run_cli, site_leftovers, unique, Daemon, DaemonOpts, NetnsHost,
+    cli_ok, group_id, html_title, http_get, run_cli, site_leftovers, unique, Daemon, DaemonOpts,
+    NetnsHost,
 };
 use serde_json::Value;
 
 /// Debian's wordpress package: one codebase, a config per site in /etc/wordpress.
 const WORDPRESS: &str = "/usr/share/wordpress";
-
-/// The id of a group, from /etc/group.
-fn group_id(group: &str) -> u32 {
-    std::fs::read_to_string("/etc/group")
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f[0] == group).then(|| f[2].parse().unwrap())
-        })
-        .expect("group exists")
-}
 
 /// The key (database name) aegird gave an environment.
 fn db_name(d: &Daemon, token: &str, uri: &str) -> String {
