@@ -558,13 +558,41 @@ impl App {
                 .into());
             }
         }
+        let (release, server) = self.ready_release(&req.release).await?;
+        if req.https != HttpsMode::Off {
+            return Err(AppError::NotAvailable(
+                "HTTPS (it comes with the HTTPS work); create the environment with https off"
+                    .into(),
+            ));
+        }
+        let params = match &req.title {
+            Some(t) => serde_json::json!({ "title": t }),
+            None => serde_json::json!({}),
+        };
+        self.record_and_enqueue(
+            NewEnvironmentRow {
+                uri: uri.clone(),
+                release_id: release.id,
+                server_id: server.id,
+                status: EnvironmentStatus::Installing,
+                https: req.https,
+                aliases,
+                redirect_aliases: req.redirect_aliases,
+                db_name: Some(layout::new_db_name(&uri)),
+            },
+            OperationKind::EnvInstall,
+            params,
+        )
+        .await
+    }
+
+    /// A release new environments can be made on, and its server.
+    async fn ready_release(&self, name: &str) -> Result<(Release, Server)> {
         let release = self
             .store()
-            .release_by_name(&req.release)
+            .release_by_name(name)
             .await?
-            .ok_or_else(|| {
-                Invalid::new("release", format!("no release named {:?}", req.release))
-            })?;
+            .ok_or_else(|| Invalid::new("release", format!("no release named {name:?}")))?;
         if release.locked {
             return Err(AppError::InvalidState(format!(
                 "release {:?} is locked and accepts no new environments",
@@ -582,39 +610,25 @@ impl App {
                 release.name, release.status, release.name
             )));
         }
-        if req.https != HttpsMode::Off {
-            return Err(AppError::NotAvailable(
-                "HTTPS (it comes with the HTTPS work); create the environment with https off"
-                    .into(),
-            ));
-        }
-        if self.store().environment_by_uri(&uri).await?.is_some() {
-            return Err(AppError::Conflict(format!("environment {uri:?}")));
-        }
         let server = self.server(server_name).await?;
-        let env = self
-            .store()
-            .insert_environment(
-                &NewEnvironmentRow {
-                    uri: uri.clone(),
-                    release_id: release.id,
-                    server_id: server.id,
-                    status: EnvironmentStatus::Installing,
-                    https: req.https,
-                    aliases,
-                    redirect_aliases: req.redirect_aliases,
-                    db_name: Some(layout::new_db_name(&uri)),
-                },
-                self.now(),
-            )
-            .await?;
-        let params = match &req.title {
-            Some(t) => serde_json::json!({ "title": t }),
-            None => serde_json::json!({}),
-        };
+        Ok((release, server))
+    }
+
+    /// Record a new environment (installing) and queue the operation that makes it; if the
+    /// queueing is refused, the record goes again so the uri stays free.
+    async fn record_and_enqueue(
+        &self,
+        row: NewEnvironmentRow,
+        kind: OperationKind,
+        params: serde_json::Value,
+    ) -> Result<Operation> {
+        if self.store().environment_by_uri(&row.uri).await?.is_some() {
+            return Err(AppError::Conflict(format!("environment {:?}", row.uri)));
+        }
+        let env = self.store().insert_environment(&row, self.now()).await?;
         match self
             .engine
-            .enqueue(OperationKind::EnvInstall, env_target(&env), params, None)
+            .enqueue(kind, env_target(&env), params, None)
             .await
         {
             Ok(op) => Ok(op),
@@ -633,10 +647,67 @@ impl App {
         }
     }
 
+    /// Aegir 3's clone: a new environment at `req.uri` (on the same release unless another
+    /// is named) from a fresh backup of `source`, its URL rewritten in the database. Aliases
+    /// are not copied; the source is never changed.
+    async fn clone_environment(
+        &self,
+        source: &Environment,
+        req: &EnvActionRequest,
+    ) -> Result<Operation> {
+        let Some(new_uri) = &req.uri else {
+            return Err(Invalid::new("uri", "a clone needs the new environment's uri").into());
+        };
+        let uri = validate::hostname("uri", new_uri)?;
+        let release_name = req
+            .release
+            .clone()
+            .unwrap_or_else(|| source.release.clone());
+        let (release, server) = self.ready_release(&release_name).await?;
+        let source_release = self.release(&source.release).await?;
+        if release.app_kind != source_release.app_kind {
+            return Err(Invalid::new(
+                "release",
+                format!(
+                    "release {:?} is {}, and {} is {}: a clone needs the same application",
+                    release.name,
+                    release.app_kind.map(|a| a.as_str()).unwrap_or("unknown"),
+                    source.uri,
+                    source_release
+                        .app_kind
+                        .map(|a| a.as_str())
+                        .unwrap_or("unknown"),
+                ),
+            )
+            .into());
+        }
+        self.record_and_enqueue(
+            NewEnvironmentRow {
+                uri: uri.clone(),
+                release_id: release.id,
+                server_id: server.id,
+                status: EnvironmentStatus::Installing,
+                https: HttpsMode::Off,
+                aliases: Vec::new(),
+                redirect_aliases: false,
+                db_name: Some(layout::new_db_name(&uri)),
+            },
+            OperationKind::EnvClone,
+            serde_json::json!({ "source_id": source.id, "source": source.uri }),
+        )
+        .await
+    }
+
     /// Queue an operation on an environment, if its status allows it.
-    pub async fn environment_action(&self, uri: &str, action: EnvAction) -> Result<Operation> {
+    pub async fn environment_action(
+        &self,
+        uri: &str,
+        action: EnvAction,
+        req: EnvActionRequest,
+    ) -> Result<Operation> {
         use EnvironmentStatus as S;
         let env = self.environment(uri).await?;
+        req.check_for(action)?;
         let (kind, allowed): (OperationKind, &[EnvironmentStatus]) = match action {
             EnvAction::Verify => (OperationKind::EnvVerify, &[S::Active, S::Disabled]),
             EnvAction::Disable => (OperationKind::EnvDisable, &[S::Active]),
@@ -647,11 +718,13 @@ impl App {
             ),
             EnvAction::Login => (OperationKind::EnvLogin, &[S::Active]),
             EnvAction::Cron => (OperationKind::EnvCron, &[S::Active]),
-            EnvAction::Backup | EnvAction::Restore | EnvAction::Clone | EnvAction::Migrate => {
-                return Err(AppError::NotAvailable(format!(
-                    "environment {} (it comes with the backups work)",
-                    action.as_str()
-                )))
+            EnvAction::Backup => (OperationKind::EnvBackup, &[S::Active, S::Disabled]),
+            EnvAction::Restore => (OperationKind::EnvRestore, &[S::Active, S::Disabled]),
+            EnvAction::Clone => (OperationKind::EnvClone, &[S::Active, S::Disabled]),
+            EnvAction::Migrate => {
+                return Err(AppError::NotAvailable(
+                    "environment migrate (it comes with the migrations work)".into(),
+                ))
             }
         };
         if !allowed.contains(&env.status) {
@@ -664,10 +737,101 @@ impl App {
                 wanted.join(" or ")
             )));
         }
+        let params = match action {
+            EnvAction::Clone => return self.clone_environment(&env, &req).await,
+            EnvAction::Backup => serde_json::json!({
+                "reason": BackupReason::Manual,
+                "description": req.description,
+            }),
+            EnvAction::Restore => {
+                let b = match (req.backup, &req.file) {
+                    (Some(id), None) => self.backup(id).await?,
+                    (None, Some(file)) => self.register_archive(&env, file).await?,
+                    _ => {
+                        return Err(Invalid::new(
+                            "backup",
+                            "name the backup to restore (its id), or give an archive file",
+                        )
+                        .into())
+                    }
+                };
+                if b.status != BackupStatus::Good {
+                    return Err(AppError::InvalidState(format!(
+                        "backup {} is {}",
+                        b.id, b.status
+                    )));
+                }
+                serde_json::json!({ "backup": b.id })
+            }
+            EnvAction::Delete => serde_json::json!({ "skip_backup": req.skip_backup }),
+            _ => serde_json::json!({}),
+        };
         Ok(self
             .engine
-            .enqueue(kind, env_target(&env), serde_json::json!({}), None)
+            .enqueue(kind, env_target(&env), params, None)
             .await?)
+    }
+
+    /// Record an archive file on aegird's host (an Aegir 3 tarball, or one of ours copied in)
+    /// as a backup of `env`, so it can be restored and is listed with the others.
+    async fn register_archive(&self, env: &Environment, file: &str) -> Result<Backup> {
+        validate::abs_path("file", file)?;
+        let format = if file.ends_with(".tar.gz") {
+            BackupFormat::Aegir3
+        } else if file.ends_with(".tar.zst") {
+            BackupFormat::Aegir
+        } else {
+            return Err(Invalid::new(
+                "file",
+                "must be an aegird backup (.tar.zst) or an Aegir 3 tarball (.tar.gz)",
+            )
+            .into());
+        };
+        let meta = std::fs::metadata(file)
+            .map_err(|e| Invalid::new("file", format!("cannot read {file}: {e}")))?;
+        if !meta.is_file() {
+            return Err(Invalid::new("file", format!("{file} is not a regular file")).into());
+        }
+        Ok(self
+            .store()
+            .insert_backup(
+                &crate::store::NewBackupRow {
+                    environment_id: env.id,
+                    path: file.to_string(),
+                    size: meta.len() as i64,
+                    // Not read yet: `aegir backup verify` checks the archive itself.
+                    sha256: None,
+                    reason: BackupReason::Imported,
+                    format,
+                    description: Some(format!("registered from {file}")),
+                    operation_id: None,
+                },
+                self.now(),
+            )
+            .await?)
+    }
+
+    /// Seconds between scheduled backups of an environment: None follows the daemon's
+    /// default, 0 turns them off.
+    pub async fn set_backup_schedule(
+        &self,
+        uri: &str,
+        interval: Option<i64>,
+    ) -> Result<Environment> {
+        let env = self.environment(uri).await?;
+        if let Some(i) = interval {
+            if i != 0 && !(3600..=366 * 86400).contains(&i) {
+                return Err(Invalid::new(
+                    "backup_interval",
+                    "must be 0 (off) or between 1 hour and 366 days, in seconds",
+                )
+                .into());
+            }
+        }
+        self.store()
+            .set_backup_interval(env.id, interval, self.now())
+            .await?;
+        self.environment(uri).await
     }
 
     // --- operations
@@ -761,7 +925,7 @@ impl App {
             Some(uri) => Some(self.environment(uri).await?.id),
             None => None,
         };
-        Ok(self.store().list_backups(env_id).await?)
+        Ok(self.store().list_backups(env_id, false).await?)
     }
 
     pub async fn backup(&self, id: Id) -> Result<Backup> {
@@ -771,11 +935,76 @@ impl App {
             .ok_or_else(|| not_found("backup", &id.to_string()))
     }
 
-    pub async fn backup_action(&self, id: Id, action: &str) -> Result<Operation> {
-        self.backup(id).await?;
-        Err(AppError::NotAvailable(format!(
-            "backup {action} (it comes with the backups work)"
-        )))
+    /// Verify (optionally with a restore test) or delete a backup.
+    pub async fn backup_action(
+        &self,
+        id: Id,
+        kind: OperationKind,
+        restore_test: bool,
+    ) -> Result<Operation> {
+        let b = self.backup(id).await?;
+        if b.status != BackupStatus::Good {
+            return Err(AppError::InvalidState(format!(
+                "backup {id} is {}",
+                b.status
+            )));
+        }
+        let target = TargetRef {
+            target_type: TargetType::Backup,
+            id: b.id,
+            name: b.id.to_string(),
+        };
+        Ok(self
+            .engine
+            .enqueue(
+                kind,
+                target,
+                serde_json::json!({ "restore_test": restore_test }),
+                None,
+            )
+            .await?)
+    }
+
+    /// The archive of a good backup, opened for download.
+    pub async fn open_backup(&self, id: Id) -> Result<(Backup, tokio::fs::File)> {
+        let b = self.backup(id).await?;
+        if b.status != BackupStatus::Good {
+            return Err(AppError::InvalidState(format!(
+                "backup {id} is {}",
+                b.status
+            )));
+        }
+        let file = tokio::fs::File::open(&b.path).await.map_err(|e| {
+            AppError::InvalidState(format!(
+                "the archive of backup {id} cannot be read on this aegird's host ({}: {e})",
+                b.path
+            ))
+        })?;
+        Ok((b, file))
+    }
+
+    /// Queue a scheduled backup for every environment that is due (the daemon's scheduler).
+    pub async fn queue_scheduled_backups(&self, default_interval: i64) -> Result<Vec<Operation>> {
+        // A failing backup is tried again after an hour (or its interval, if shorter), not at
+        // every tick.
+        let retry_after = default_interval.clamp(1, 3600);
+        let due = self
+            .store()
+            .environments_due_for_backup(self.now(), default_interval, retry_after)
+            .await?;
+        let mut queued = Vec::new();
+        for env in due {
+            let params = serde_json::json!({
+                "reason": BackupReason::Scheduled,
+                "description": "scheduled backup",
+            });
+            queued.push(
+                self.engine
+                    .enqueue(OperationKind::EnvBackup, env_target(&env), params, None)
+                    .await?,
+            );
+        }
+        Ok(queued)
     }
 }
 
@@ -791,6 +1020,67 @@ fn not_found(what: &'static str, key: &str) -> AppError {
     AppError::NotFound {
         what,
         key: key.to_string(),
+    }
+}
+
+/// The body of `POST /environments/{uri}/{action}`: each action takes only its own fields.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnvActionRequest {
+    /// backup: a note kept with the backup.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// restore: the backup to restore (its id).
+    #[serde(default)]
+    pub backup: Option<Id>,
+    /// restore: an archive file on aegird's host instead (an Aegir 3 tarball, or one of
+    /// ours); it is registered as a backup of the environment first.
+    #[serde(default)]
+    pub file: Option<String>,
+    /// clone: the new environment's uri.
+    #[serde(default)]
+    pub uri: Option<String>,
+    /// clone: the release of the new environment (default: the source's).
+    #[serde(default)]
+    pub release: Option<String>,
+    /// delete: skip the pre-delete backup.
+    #[serde(default)]
+    pub skip_backup: bool,
+}
+
+impl EnvActionRequest {
+    /// Refuses fields the action does not take, so a typo'd command does not do something
+    /// else than asked.
+    fn check_for(&self, action: EnvAction) -> Result<()> {
+        let given: [(&str, bool, &[EnvAction]); 6] = [
+            (
+                "description",
+                self.description.is_some(),
+                &[EnvAction::Backup],
+            ),
+            ("backup", self.backup.is_some(), &[EnvAction::Restore]),
+            ("file", self.file.is_some(), &[EnvAction::Restore]),
+            ("uri", self.uri.is_some(), &[EnvAction::Clone]),
+            ("release", self.release.is_some(), &[EnvAction::Clone]),
+            ("skip_backup", self.skip_backup, &[EnvAction::Delete]),
+        ];
+        for (field, present, takes) in given {
+            if present && !takes.contains(&action) {
+                return Err(
+                    Invalid::new(field, format!("{} does not take it", action.as_str())).into(),
+                );
+            }
+        }
+        if let Some(d) = &self.description {
+            if d.len() > 500 || d.chars().any(char::is_control) {
+                return Err(Invalid::new(
+                    "description",
+                    "must be at most 500 characters, without control characters",
+                )
+                .into());
+            }
+        }
+        Ok(())
     }
 }
 

@@ -46,6 +46,21 @@ pub struct FileConfig {
     pub releases_dir: Option<String>,
     #[serde(default)]
     pub engine: FileEngine,
+    #[serde(default)]
+    pub backups: FileBackups,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackups {
+    /// Where archives are kept on aegird's host (default: `<state_dir>/backups`).
+    pub dir: Option<PathBuf>,
+    /// Default interval between scheduled backups ("1d", "12h"), or "off".
+    pub interval: Option<String>,
+    /// How often the scheduler looks for environments that are due ("1m").
+    pub check_every: Option<String>,
+    /// Which scheduled backups are kept (restic's forget rules).
+    pub retention: Option<crate::backup::retention::Policy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +92,16 @@ pub struct Config {
     /// Where releases built from git are cloned on servers.
     pub releases_dir: String,
     pub engine: EngineConfig,
+    pub backups: BackupsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupsConfig {
+    pub dir: PathBuf,
+    /// Seconds between scheduled backups of an environment that sets none; 0 is off.
+    pub interval: i64,
+    pub check_every: Duration,
+    pub retention: crate::backup::retention::Policy,
 }
 
 #[derive(Debug, Clone)]
@@ -188,6 +213,26 @@ impl Config {
             .map(Duration::from_secs)
             .unwrap_or(defaults.shutdown_timeout);
 
+        let backups_dir = env("AEGIR_BACKUPS_DIR")
+            .map(PathBuf::from)
+            .or(file.backups.dir)
+            .unwrap_or_else(|| state_dir.join("backups"));
+        if !backups_dir.is_absolute() {
+            return Err(ConfigError::Invalid(format!(
+                "backups.dir: {} must be an absolute path",
+                backups_dir.display()
+            )));
+        }
+        let interval = match env("AEGIR_BACKUPS_INTERVAL").or(file.backups.interval) {
+            None => 86400,
+            Some(v) if v == "off" => 0,
+            Some(v) => duration("backups.interval", &v)?.as_secs() as i64,
+        };
+        let check_every = match env("AEGIR_BACKUPS_CHECK_EVERY").or(file.backups.check_every) {
+            None => Duration::from_secs(60),
+            Some(v) => duration("backups.check_every", &v)?,
+        };
+
         Ok(Config {
             listen,
             state_dir,
@@ -199,7 +244,23 @@ impl Config {
                 lease,
                 shutdown_timeout,
             },
+            backups: BackupsConfig {
+                dir: backups_dir,
+                interval,
+                check_every,
+                retention: file.backups.retention.unwrap_or_default(),
+            },
         })
+    }
+}
+
+/// A positive duration such as "1d" or "90s".
+fn duration(key: &str, v: &str) -> Result<Duration, ConfigError> {
+    match humantime::parse_duration(v) {
+        Ok(d) if d >= Duration::from_secs(1) => Ok(d),
+        _ => Err(ConfigError::Invalid(format!(
+            "{key}: {v:?} is not a duration of at least a second, such as \"1d\" or \"12h\""
+        ))),
     }
 }
 

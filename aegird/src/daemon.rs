@@ -107,8 +107,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.state_dir.display()
         );
     }
-    let planner: Arc<dyn Planner> =
-        Arc::new(HostPlanner::new(&cfg.state_dir).with_releases_dir(cfg.releases_dir.clone()));
+    let mut backups = crate::backend::backup::Settings::new(&cfg.backups.dir);
+    backups.retention = cfg.backups.retention;
+    let planner: Arc<dyn Planner> = Arc::new(
+        HostPlanner::new(&cfg.state_dir)
+            .with_releases_dir(cfg.releases_dir.clone())
+            .with_backups(backups),
+    );
     launch(
         store,
         Arc::new(SystemClock),
@@ -143,6 +148,7 @@ pub async fn launch(
         let _ = rx.wait_for(|s| *s).await;
     };
     let engine_task = tokio::spawn(engine.run(stopped(stop_rx.clone())));
+    let scheduler = tokio::spawn(scheduler_loop(app.clone(), cfg.backups.clone()));
     let http =
         axum::serve(listener, api::router(app)).with_graceful_shutdown(stopped(stop_rx.clone()));
     let http_task = tokio::spawn(async move { http.await });
@@ -160,12 +166,34 @@ pub async fn launch(
         Err(_) => tracing::warn!("HTTP connections still open after 5 s; closing them"),
     }
     watchdog.abort();
+    scheduler.abort();
     SshKeys::new(cfg.state_dir.join("ssh"))
         .close_connections()
         .await;
     store.close().await;
     tracing::info!("aegird stopped");
     Ok(())
+}
+
+/// aegird's own scheduler (Aegir 3 needed cron for this): queues a backup for every
+/// environment that is due. The store decides what is due, so a restart loses nothing.
+async fn scheduler_loop(app: App, cfg: crate::config::BackupsConfig) {
+    if cfg.interval == 0 {
+        tracing::info!("scheduled backups are off unless an environment sets its own interval");
+    }
+    let mut tick = tokio::time::interval(cfg.check_every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match app.queue_scheduled_backups(cfg.interval).await {
+            Ok(ops) => {
+                for op in ops {
+                    tracing::info!(operation = op.id, environment = %op.target.name, "scheduled backup queued");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot queue scheduled backups"),
+        }
+    }
 }
 
 fn notify_ready() {

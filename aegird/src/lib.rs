@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod apps;
 pub mod backend;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -541,7 +541,7 @@ pub fn site_leftovers(uri: &str, key: &str, drupal_sites: Option<&Path>) -> Vec<
     let mut found = Vec::new();
     for row in mysql(&format!(
         "SELECT CONCAT('database ', SCHEMA_NAME) FROM information_schema.SCHEMATA \
-         WHERE SCHEMA_NAME = '{key}' UNION ALL \
+         WHERE SCHEMA_NAME IN ('{key}', '{key}__new', '{key}__old') UNION ALL \
          SELECT CONCAT('user ', User, '@', Host) FROM mysql.user WHERE User = '{key}'"
     ))
     .lines()

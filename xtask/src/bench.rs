@@ -15,6 +15,8 @@ pub enum Bench {
     Engine,
     /// One WordPress environment install and delete, on nginx, php-fpm and MariaDB.
     Site,
+    /// Backup and restore of a WordPress-shaped site against Aegir 3's mysqldump + tar czf.
+    Backup,
 }
 
 impl Bench {
@@ -23,14 +25,15 @@ impl Bench {
         match self {
             Bench::Engine => "engine",
             Bench::Site => "site",
+            Bench::Backup => "backup",
         }
     }
 }
 
-pub fn run(root: &Path, bench: Bench, quick: bool, install: bool) -> Result<()> {
+pub fn run(root: &Path, bench: Bench, quick: bool, install: bool, extra: &[String]) -> Result<()> {
     let mut apt = Apt::new(install);
     let postgres_url = postgres::ensure(&mut apt)?;
-    if matches!(bench, Bench::Site) {
+    if matches!(bench, Bench::Site | Bench::Backup) {
         services::ensure(&mut apt)?;
         services::start()?;
     }
@@ -54,5 +57,6 @@ pub fn run(root: &Path, bench: Bench, quick: bool, install: bool) -> Result<()> 
     if quick {
         cargo.arg("--quick");
     }
+    cargo.args(extra);
     cmd::run(&mut cargo).with_context(|| format!("benchmark `{name}` failed"))
 }

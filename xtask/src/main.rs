@@ -72,6 +72,9 @@ struct BenchArgs {
     /// Never run apt-get; fail naming the packages to install instead.
     #[arg(long)]
     no_install: bool,
+    /// Extra arguments for the benchmark itself (e.g. `-- --db-mib 256 --files-mib 256`).
+    #[arg(last = true, value_name = "BENCH_ARGS")]
+    bench_args: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -101,7 +104,13 @@ fn run(command: Command) -> Result<()> {
                 cargo_test_args: args.cargo_test_args,
             },
         ),
-        Command::Bench(args) => bench::run(&root, args.name, args.quick, !args.no_install),
+        Command::Bench(args) => bench::run(
+            &root,
+            args.name,
+            args.quick,
+            !args.no_install,
+            &args.bench_args,
+        ),
     }
 }
 

@@ -5,12 +5,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
-use utoipa::IntoParams;
+use utoipa::{IntoParams, ToSchema};
 
-use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, OptionalJson};
 use crate::app::{
-    App, CreatedToken, EnvAction, ListQuery, NewCluster, NewEnvironment, NewProject, NewRelease,
-    NewServer, NewToken, OperationQuery, ServerAdded,
+    App, CreatedToken, EnvAction, EnvActionRequest, ListQuery, NewCluster, NewEnvironment,
+    NewProject, NewRelease, NewServer, NewToken, OperationQuery, ServerAdded,
 };
 use crate::model::*;
 
@@ -176,15 +176,43 @@ pub async fn get_environment(
     Ok(Json(app.environment(&uri).await?))
 }
 
+/// The body is optional: `{"description": ...}` for backup, `{"backup": ID}` or
+/// `{"file": PATH}` for restore, `{"uri": NEW, "release": R}` for clone (the operation
+/// targets the new environment), `{"skip_backup": true}` for delete.
 #[utoipa::path(post, path = "/environments/{uri}/{action}", tag = "environments",
     params(("uri" = String, Path), ("action" = EnvAction, Path)),
+    request_body(content = Option<EnvActionRequest>),
     responses((status = 202, body = Operation), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 501, body = ErrorBody)))]
 pub async fn environment_action(
     State(app): State<App>,
     ApiPath((uri, action)): ApiPath<(String, EnvAction)>,
+    OptionalJson(req): OptionalJson<EnvActionRequest>,
 ) -> Created<Operation> {
-    Ok(accepted(app.environment_action(&uri, action).await?))
+    Ok(accepted(app.environment_action(&uri, action, req).await?))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSchedule {
+    /// Seconds between scheduled backups; 0 turns them off, null follows the daemon's
+    /// default.
+    pub backup_interval: Option<i64>,
+}
+
+#[utoipa::path(put, path = "/environments/{uri}/schedule", tag = "environments",
+    params(("uri" = String, Path)), request_body = BackupSchedule,
+    responses((status = 200, body = Environment), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn set_schedule(
+    State(app): State<App>,
+    ApiPath(uri): ApiPath<String>,
+    ApiJson(req): ApiJson<BackupSchedule>,
+) -> R<Environment> {
+    Ok(Json(
+        app.set_backup_schedule(&uri, req.backup_interval).await?,
+    ))
 }
 
 // --- operations
@@ -274,25 +302,69 @@ pub async fn get_backup(State(app): State<App>, ApiPath(id): ApiPath<Id>) -> R<B
 }
 
 #[utoipa::path(delete, path = "/backups/{id}", tag = "backups", params(("id" = i64, Path)),
-    responses((status = 202, body = Operation), (status = 501, body = ErrorBody)))]
+    responses((status = 202, body = Operation), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
 pub async fn delete_backup(State(app): State<App>, ApiPath(id): ApiPath<Id>) -> Created<Operation> {
-    Ok(accepted(app.backup_action(id, "delete").await?))
+    Ok(accepted(
+        app.backup_action(id, OperationKind::BackupDelete, false)
+            .await?,
+    ))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBackup {
+    /// Also import the database into a throwaway one on the environment's server, then
+    /// drop it.
+    #[serde(default)]
+    pub restore_test: bool,
 }
 
 #[utoipa::path(post, path = "/backups/{id}/verify", tag = "backups", params(("id" = i64, Path)),
-    responses((status = 202, body = Operation), (status = 501, body = ErrorBody)))]
-pub async fn verify_backup(State(app): State<App>, ApiPath(id): ApiPath<Id>) -> Created<Operation> {
-    Ok(accepted(app.backup_action(id, "verify").await?))
+    request_body(content = Option<VerifyBackup>),
+    responses((status = 202, body = Operation), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody)))]
+pub async fn verify_backup(
+    State(app): State<App>,
+    ApiPath(id): ApiPath<Id>,
+    OptionalJson(req): OptionalJson<VerifyBackup>,
+) -> Created<Operation> {
+    Ok(accepted(
+        app.backup_action(id, OperationKind::BackupVerify, req.restore_test)
+            .await?,
+    ))
 }
 
+/// The archive itself, streamed from aegird's host.
 #[utoipa::path(get, path = "/backups/{id}/download", tag = "backups", params(("id" = i64, Path)),
     responses((status = 200, content_type = "application/octet-stream"),
-        (status = 501, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn download_backup(
     State(app): State<App>,
     ApiPath(id): ApiPath<Id>,
-) -> Created<Operation> {
-    Ok(accepted(app.backup_action(id, "download").await?))
+) -> Result<axum::response::Response, ApiError> {
+    use axum::http::header;
+    let (backup, file) = app.open_backup(id).await?;
+    let name = std::path::Path::new(&backup.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("backup-{id}"));
+    let mut resp = axum::response::Response::new(axum::body::Body::from_stream(
+        tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024),
+    ));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Some(size) = backup.size {
+        headers.insert(header::CONTENT_LENGTH, header::HeaderValue::from(size));
+    }
+    // The name is a hostname plus digits: nothing to escape.
+    if let Ok(v) = header::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    Ok(resp)
 }
 
 // --- tokens

@@ -10,13 +10,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use super::backup;
 use super::executor::HostExecutor;
 use super::layout::{self, Site};
 use super::nginx::{self, Serving};
 use super::shell;
 use crate::apps::{drupal, wordpress};
 use crate::engine::{Plan, Step, StepContext, StepError};
-use crate::model::{AppKind, EnvironmentStatus, Id, LogLevel, OperationKind};
+use crate::model::{AppKind, Backup, BackupReason, EnvironmentStatus, Id, LogLevel, OperationKind};
 
 /// How long a one-time login link works.
 pub const LOGIN_TTL_SECS: i64 = 15 * 60;
@@ -26,16 +27,35 @@ pub const LOGIN_TTL_SECS: i64 = 15 * 60;
 pub struct Target {
     pub env_id: Id,
     pub site: Site,
+    /// The release's name and application version, for backup manifests.
+    pub release: String,
+    pub app_version: Option<String>,
     /// The site title an install gives WordPress and Drupal.
     pub title: String,
     pub exec: Arc<dyn HostExecutor>,
 }
 
+/// What the archive operations add to an environment plan.
+pub struct Archives {
+    pub settings: Arc<backup::Settings>,
+    /// env.backup: why, and the user's description.
+    pub reason: BackupReason,
+    pub description: Option<String>,
+    /// env.restore: the backup to restore.
+    pub restore: Option<Backup>,
+    /// env.delete: take a pre-delete backup first (as Aegir 3 always did).
+    pub backup_first: bool,
+    /// env.clone: the environment whose fresh backup the new one starts from.
+    pub clone_source: Option<Target>,
+}
+
 /// The plan of an environment operation. `serving` is what the vhost does now (verify keeps
 /// it; disable and enable change it).
-pub fn plan(kind: OperationKind, target: Target, serving: Serving) -> Plan {
+pub fn plan(kind: OperationKind, target: Target, serving: Serving, archives: Archives) -> Plan {
     let t = Arc::new(target);
     let step = |kind: Kind| -> Arc<dyn Step> { Arc::new(EnvStep { kind, t: t.clone() }) };
+    let settings = archives.settings.clone();
+    let archive = |kind: backup::Kind| backup::ArchiveStep::arc(kind, &t, &settings);
     use EnvironmentStatus as S;
     // Disable and enable: the vhost goes from one state to the other (undo puts it back),
     // then the record follows.
@@ -109,20 +129,116 @@ pub fn plan(kind: OperationKind, target: Target, serving: Serving) -> Plan {
             Serving::Active,
             S::Active,
         ),
-        OperationKind::EnvDelete => (
-            vec![
+        OperationKind::EnvDelete => {
+            let mut steps = Vec::new();
+            if archives.backup_first {
+                steps.push(archive(backup::Kind::Take {
+                    reason: BackupReason::PreDelete,
+                    description: None,
+                }));
+            }
+            steps.extend([
                 step(Kind::TakeOffline),
                 step(Kind::MoveAside),
                 // The point of no return: it drops the database and removes what the steps
                 // before set aside, then records the environment as deleted.
                 step(Kind::Purge),
-            ],
-            false,
-            None,
-        ),
+            ]);
+            (steps, false, None)
+        }
         OperationKind::EnvLogin => (vec![step(Kind::Login)], false, None),
         OperationKind::EnvCron => (vec![step(Kind::Cron)], false, None),
-        OperationKind::ServerVerify | OperationKind::ReleaseVerify => {
+        OperationKind::EnvBackup => {
+            let mut steps = vec![archive(backup::Kind::Take {
+                reason: archives.reason,
+                description: archives.description.clone(),
+            })];
+            if archives.reason == BackupReason::Scheduled {
+                steps.push(archive(backup::Kind::Prune));
+            }
+            (steps, false, None)
+        }
+        OperationKind::EnvRestore => {
+            let Some(b) = archives.restore.clone() else {
+                unreachable!("a restore is planned with its backup")
+            };
+            let source = backup::Source::Recorded(b);
+            let mut steps = vec![
+                step(Kind::CheckSite),
+                archive(backup::Kind::Check(source.clone())),
+            ];
+            // A disabled site keeps its disabled page throughout; an active one shows it
+            // while its content is replaced.
+            let online = serving == Serving::Active;
+            if online {
+                steps.push(step(Kind::Vhost {
+                    serving: Serving::Disabled,
+                    undo: VhostUndo::Render(Serving::Active),
+                }));
+            }
+            steps.extend([
+                archive(backup::Kind::Take {
+                    reason: BackupReason::PreRestore,
+                    description: None,
+                }),
+                archive(backup::Kind::Stage(source)),
+                archive(backup::Kind::Switch),
+            ]);
+            if online {
+                steps.push(step(Kind::Vhost {
+                    serving: Serving::Active,
+                    undo: VhostUndo::Render(Serving::Disabled),
+                }));
+            }
+            // The point of no return: the previous database and files go.
+            steps.push(archive(backup::Kind::DropPrevious));
+            (steps, false, None)
+        }
+        OperationKind::EnvClone => {
+            let Some(source) = archives.clone_source else {
+                unreachable!("a clone is planned with its source")
+            };
+            let source = Arc::new(source);
+            let taken = backup::Source::TakenEarlier;
+            (
+                vec![
+                    step(Kind::Claim),
+                    step(Kind::Secrets),
+                    step(Kind::Database { create: true }),
+                    step(Kind::Files),
+                    step(Kind::Settings),
+                    backup::ArchiveStep::arc(
+                        backup::Kind::Take {
+                            reason: BackupReason::PreClone,
+                            description: Some(format!("before cloning to {}", t.site.uri)),
+                        },
+                        &source,
+                        &settings,
+                    ),
+                    archive(backup::Kind::Check(taken.clone())),
+                    archive(backup::Kind::Stage(taken)),
+                    archive(backup::Kind::Switch),
+                    step(Kind::Vhost {
+                        serving: Serving::Active,
+                        undo: VhostUndo::Remove,
+                    }),
+                    archive(backup::Kind::DropPrevious),
+                    step(Kind::Status {
+                        from: &[S::Installing, S::Failed],
+                        to: S::Active,
+                    }),
+                ],
+                false,
+                Some(step(Kind::Status {
+                    from: &[S::Installing],
+                    to: S::Failed,
+                })),
+            )
+        }
+        OperationKind::ServerVerify
+        | OperationKind::ReleaseVerify
+        | OperationKind::BackupVerify
+        | OperationKind::BackupDelete => {
             unreachable!("not an environment operation")
         }
     };
@@ -199,7 +315,7 @@ fn random_hex(bytes: usize) -> String {
 
 /// Finds the mariadb (or mysql) client, as root through the unix socket (Debian's default
 /// admin account), or with the credentials in root's ~/.my.cnf.
-const MYSQL: &str = r#"my=$(command -v mariadb || command -v mysql) || { echo "neither mariadb nor mysql client found" >&2; exit 1; }
+pub(super) const MYSQL: &str = r#"my=$(command -v mariadb || command -v mysql) || { echo "neither mariadb nor mysql client found" >&2; exit 1; }
 "#;
 
 #[async_trait]
@@ -238,7 +354,11 @@ impl Step for EnvStep {
             Kind::Database { create } => self.database(cx, create).await,
             Kind::Files => self.files(cx).await,
             Kind::Settings => self.settings(cx).await,
-            Kind::Vhost { serving, .. } => self.vhost(cx, serving).await,
+            // Only verify renders what should already be there: a difference then is drift.
+            Kind::Vhost { serving, undo } => {
+                self.vhost(cx, serving, matches!(undo, VhostUndo::Keep))
+                    .await
+            }
             Kind::AppInstall => self.app_install(cx).await,
             Kind::Status { from, to } => {
                 if !cx
@@ -328,7 +448,7 @@ rm -f "$1.aegir-new""#,
                     .await?;
                 }
                 VhostUndo::Render(previous) => {
-                    self.vhost(cx, previous).await?;
+                    self.vhost(cx, previous, false).await?;
                 }
             },
             // The record goes back with the host: a status recorded by an operation that is
@@ -653,7 +773,12 @@ ln -sfn "$3" "$1/files""#,
     }
 
     /// The vhost, put in place only if `nginx -t` accepts it (the previous one otherwise).
-    async fn vhost(&self, cx: &StepContext, serving: Serving) -> Result<Value, StepError> {
+    async fn vhost(
+        &self,
+        cx: &StepContext,
+        serving: Serving,
+        report_drift: bool,
+    ) -> Result<Value, StepError> {
         let s = &self.t.site;
         let pool = layout::pool_socket(&s.php);
         self.sh(
@@ -669,7 +794,7 @@ fi"#,
         .await?;
         let text = nginx::vhost(s, serving);
         let installed = nginx::install(cx, self.t.exec.as_ref(), &s.vhost_file(), &text).await?;
-        if installed == nginx::Installed::Replaced {
+        if report_drift && installed == nginx::Installed::Replaced {
             cx.log(
                 LogLevel::Warning,
                 format!(

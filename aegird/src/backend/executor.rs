@@ -64,6 +64,11 @@ pub trait HostExecutor: Send + Sync {
         input: Option<Vec<u8>>,
     ) -> Result<CommandOutput, ExecError>;
 
+    /// A command that runs `program` with `args` on the host, its standard streams left for
+    /// the caller to pipe: how archives stream to and from a host without a copy in between
+    /// (the caller owns the child; it must wait for it and kill it on failure).
+    fn command(&self, program: &str, args: &[&str]) -> std::process::Command;
+
     /// Copy the local directory `from` to `to` on the host (rsync: a second run only sends
     /// what changed, and removes what is gone).
     async fn copy_dir(&self, from: &std::path::Path, to: &str) -> Result<(), ExecError>;
@@ -178,6 +183,12 @@ impl HostExecutor for LocalExecutor {
             stdout: lossy_capped(&out.stdout),
             stderr: lossy_capped(&out.stderr),
         })
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(program);
+        cmd.args(args).env("PATH", search_path()).env("LC_ALL", "C");
+        cmd
     }
 
     async fn copy_dir(&self, from: &std::path::Path, to: &str) -> Result<(), ExecError> {

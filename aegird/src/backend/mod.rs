@@ -2,6 +2,7 @@
 //! through a [`HostExecutor`] (local now; SSH with the server backend); Kubernetes clusters
 //! will go through kube-rs. Application differences belong to app drivers, not here.
 
+pub mod backup;
 mod env;
 pub mod executor;
 pub mod layout;
@@ -19,7 +20,9 @@ pub use executor::{CommandOutput, ExecError, HostExecutor, LocalExecutor};
 pub use ssh::{SshError, SshKeys};
 
 use crate::engine::{OperationSpec, Plan, PlanError, Planner};
-use crate::model::{EnvironmentStatus, OperationKind, Server, Transport};
+use crate::model::{
+    BackupReason, BackupStatus, Environment, EnvironmentStatus, OperationKind, Server, Transport,
+};
 use crate::store::Store;
 
 /// The daemon's planner.
@@ -29,6 +32,8 @@ pub struct HostPlanner {
     pub ssh: SshKeys,
     /// Where releases built from git are cloned on a server (Aegir 3's platforms directory).
     pub releases_dir: String,
+    /// Where archives go, and how they are written and pruned.
+    pub backups: Arc<backup::Settings>,
 }
 
 impl HostPlanner {
@@ -38,7 +43,13 @@ impl HostPlanner {
             local: LocalExecutor::default(),
             ssh: SshKeys::new(state_dir.join("ssh")),
             releases_dir: crate::config::DEFAULT_RELEASES_DIR.into(),
+            backups: Arc::new(backup::Settings::new(state_dir.join("backups"))),
         }
+    }
+
+    pub fn with_backups(mut self, settings: backup::Settings) -> HostPlanner {
+        self.backups = Arc::new(settings);
+        self
     }
 
     pub fn with_releases_dir(mut self, dir: impl Into<String>) -> HostPlanner {
@@ -135,7 +146,46 @@ impl Planner for HostPlanner {
             | OperationKind::EnvEnable
             | OperationKind::EnvDelete
             | OperationKind::EnvLogin
-            | OperationKind::EnvCron => self.plan_env(store, spec).await,
+            | OperationKind::EnvCron
+            | OperationKind::EnvBackup
+            | OperationKind::EnvRestore
+            | OperationKind::EnvClone => self.plan_env(store, spec).await,
+            OperationKind::BackupVerify | OperationKind::BackupDelete => {
+                let b = store
+                    .backup_by_id(spec.target.id)
+                    .await?
+                    .ok_or_else(|| PlanError::NotFound(format!("backup {}", spec.target.name)))?;
+                if b.status != BackupStatus::Good {
+                    return Err(PlanError::NotReady(format!(
+                        "backup {} is {}",
+                        b.id, b.status
+                    )));
+                }
+                let env = store.environment_by_backup(b.id).await?.ok_or_else(|| {
+                    PlanError::NotFound(format!("the environment of backup {}", b.id))
+                })?;
+                // The environment may be deleted since: only its server is needed (for a
+                // restore test's throwaway database).
+                let (target, _) = self.env_target(store, &env, None, false).await?;
+                let t = Arc::new(target);
+                let kind = if spec.kind == OperationKind::BackupDelete {
+                    backup::Kind::Delete(b)
+                } else {
+                    backup::Kind::Verify {
+                        backup: b,
+                        restore_test: spec
+                            .params
+                            .get("restore_test")
+                            .and_then(|v| v.as_bool())
+                            .unwrap_or(false),
+                    }
+                };
+                Ok(Plan {
+                    steps: vec![backup::ArchiveStep::arc(kind, &t, &self.backups)],
+                    resumable: false,
+                    on_failure: None,
+                })
+            }
         }
     }
 }
@@ -146,6 +196,66 @@ impl HostPlanner {
             .environment_by_id(spec.target.id)
             .await?
             .ok_or_else(|| PlanError::NotFound(format!("environment {}", spec.target.name)))?;
+        let title = spec.params.get("title").and_then(|t| t.as_str());
+        let (target, serving) = self.env_target(store, &env, title, true).await?;
+        let param = |k: &str| spec.params.get(k);
+        let mut archives = env::Archives {
+            settings: self.backups.clone(),
+            reason: param("reason")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(BackupReason::Manual),
+            description: param("description")
+                .and_then(|d| d.as_str())
+                .map(str::to_string),
+            restore: None,
+            // Only a site that was there has anything to back up (a failed install has not).
+            backup_first: !param("skip_backup")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+                && matches!(
+                    env.status,
+                    EnvironmentStatus::Active | EnvironmentStatus::Disabled
+                ),
+            clone_source: None,
+        };
+        match spec.kind {
+            OperationKind::EnvRestore => {
+                let id = param("backup").and_then(|b| b.as_i64()).ok_or_else(|| {
+                    PlanError::NotFound("the backup to restore (parameter \"backup\")".into())
+                })?;
+                let b = store
+                    .backup_by_id(id)
+                    .await?
+                    .filter(|b| b.status == BackupStatus::Good)
+                    .ok_or_else(|| PlanError::NotFound(format!("backup {id}")))?;
+                archives.restore = Some(b);
+            }
+            OperationKind::EnvClone => {
+                let id = param("source_id").and_then(|b| b.as_i64()).ok_or_else(|| {
+                    PlanError::NotFound("the environment to clone (parameter \"source_id\")".into())
+                })?;
+                let source = store
+                    .environment_by_id(id)
+                    .await?
+                    .ok_or_else(|| PlanError::NotFound(format!("environment {id}")))?;
+                let (source, _) = self.env_target(store, &source, None, true).await?;
+                archives.clone_source = Some(source);
+            }
+            _ => {}
+        }
+        Ok(env::plan(spec.kind, target, serving, archives))
+    }
+
+    /// An environment as steps see it. `strict` refuses what a site cannot be served
+    /// without (a verified release, nginx, php-fpm); reading an archive needs none of it.
+    async fn env_target(
+        &self,
+        store: &Store,
+        env: &Environment,
+        title: Option<&str>,
+        strict: bool,
+    ) -> Result<(env::Target, nginx::Serving), PlanError> {
         let release = store
             .release_by_name(&env.release)
             .await?
@@ -154,13 +264,18 @@ impl HostPlanner {
             .server_by_name(&env.server)
             .await?
             .ok_or_else(|| PlanError::NotFound(format!("server {}", env.server)))?;
-        let (Some(app), Some(root)) = (release.app_kind, release.path.clone()) else {
-            return Err(PlanError::NotReady(format!(
-                "release {} has not been verified: run `aegir release verify {}`",
-                release.name, release.name
-            )));
+        let exec = self.executor_for(&server)?;
+        let (app, root) = match (release.app_kind, release.path.clone()) {
+            (Some(app), Some(root)) => (app, root),
+            _ if !strict => (crate::model::AppKind::Php, String::new()),
+            _ => {
+                return Err(PlanError::NotReady(format!(
+                    "release {} has not been verified: run `aegir release verify {}`",
+                    release.name, release.name
+                )))
+            }
         };
-        if !server.services.http.iter().any(|s| s.name == "nginx") {
+        if strict && !server.services.http.iter().any(|s| s.name == "nginx") {
             return Err(PlanError::NotReady(format!(
                 "server {} had no nginx at its last `aegir server verify {}`: aegird serves \
                  sites through nginx (Apache is not supported yet)",
@@ -173,13 +288,17 @@ impl HostPlanner {
             .php_fpm
             .iter()
             .map(|s| verify::php_branch(&s.version))
-            .max_by(|a, b| version_cmp(a, b))
-            .ok_or_else(|| {
-                PlanError::NotReady(format!(
+            .max_by(|a, b| version_cmp(a, b));
+        let php = match php {
+            Some(php) => php,
+            None if !strict => String::new(),
+            None => {
+                return Err(PlanError::NotReady(format!(
                     "server {} has no php-fpm: install it and run `aegir server verify {}`",
                     server.name, server.name
-                ))
-            })?;
+                )))
+            }
+        };
         let key = env
             .db_name
             .clone()
@@ -200,12 +319,6 @@ impl HostPlanner {
             docroot: release.docroot.clone().unwrap_or_default(),
             php,
         };
-        let title = spec
-            .params
-            .get("title")
-            .and_then(|t| t.as_str())
-            .unwrap_or(&env.uri)
-            .to_string();
         let serving = if env.status == EnvironmentStatus::Disabled {
             nginx::Serving::Disabled
         } else {
@@ -214,10 +327,12 @@ impl HostPlanner {
         let target = env::Target {
             env_id: env.id,
             site,
-            title,
-            exec: self.executor_for(&server)?,
+            title: title.unwrap_or(&env.uri).to_string(),
+            release: release.name.clone(),
+            app_version: release.app_version.clone(),
+            exec,
         };
-        Ok(env::plan(spec.kind, target, serving))
+        Ok((target, serving))
     }
 }
 

@@ -267,6 +267,15 @@ impl HostExecutor for SshExecutor {
         })
     }
 
+    fn command(&self, program: &str, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.args(self.ssh_options())
+            .arg(&self.host)
+            .arg("--")
+            .arg(remote_command(program, args));
+        cmd
+    }
+
     /// rsync over the same options and control socket as every other command.
     async fn copy_dir(&self, from: &std::path::Path, to: &str) -> Result<(), ExecError> {
         // rsync splits -e at spaces and honours quotes: every word is quoted.

@@ -215,18 +215,75 @@ pub enum EnvCmd {
     Disable(EnvTarget),
     /// Serve the site again after disable.
     Enable(EnvTarget),
-    /// Delete the site, its database and files (the record stays as deleted).
-    Delete(EnvTarget),
+    /// Delete the site, its database and files, after a pre-delete backup (the record stays
+    /// as deleted).
+    Delete {
+        uri: String,
+        /// Do not take the pre-delete backup.
+        #[arg(long)]
+        skip_backup: bool,
+        #[command(flatten)]
+        wait: Wait,
+    },
     /// Print a one-time login link (valid once, for 15 minutes); waits for it.
     Login { uri: String },
     /// Run the site's cron now.
     Cron(EnvTarget),
-    /// Back up the database and files.
-    Backup(EnvTarget),
-    /// Restore the environment from a backup.
-    Restore(EnvTarget),
-    /// Make a new environment from this one.
-    Clone(EnvTarget),
+    /// Back up the database and files into one archive (listed by `aegir backup list URI`).
+    Backup {
+        uri: String,
+        /// A note kept with the backup.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Restore the environment from a backup: the site shows its disabled page, a
+    /// pre-restore backup is taken, then the database and files are switched; any failure
+    /// puts the site back as it was.
+    #[command(after_help = "Examples:\n  aegir env restore site1.test 12 --wait\n  \
+        aegir env restore site1.test --file /var/aegir/backups/site1.test-20240131.120000.tar.gz --wait")]
+    Restore {
+        uri: String,
+        /// The backup's id (see `aegir backup list URI`).
+        #[arg(required_unless_present = "file")]
+        backup: Option<i64>,
+        /// An archive on aegird's host instead (an Aegir 3 tarball or an aegird backup); it
+        /// is registered as a backup of the environment first.
+        #[arg(long, conflicts_with = "backup")]
+        file: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Make a new environment from a fresh backup of this one, its URL rewritten in the
+    /// database (aliases are not copied; the source is not changed).
+    Clone {
+        uri: String,
+        /// The new environment's uri.
+        new_uri: String,
+        /// The new environment's release (default: the source's).
+        #[arg(long)]
+        release: Option<String>,
+        #[command(flatten)]
+        wait: Wait,
+    },
+    /// Set how often the environment is backed up by aegird's scheduler.
+    #[command(
+        after_help = "Examples:\n  aegir env schedule site1.test --every 12h\n  \
+        aegir env schedule site1.test --off\n  aegir env schedule site1.test --default"
+    )]
+    Schedule {
+        uri: String,
+        /// Interval between backups (e.g. 6h, 1d, 1week).
+        #[arg(long, value_parser = humantime::parse_duration, group = "when")]
+        every: Option<std::time::Duration>,
+        /// No scheduled backups for this environment.
+        #[arg(long, group = "when")]
+        off: bool,
+        /// Follow the daemon's default schedule (daily unless configured).
+        #[arg(long, group = "when")]
+        default: bool,
+    },
     /// Move the environment to another release or server.
     Migrate(EnvTarget),
 }
@@ -275,9 +332,9 @@ pub enum OpCmd {
 
 #[derive(Debug, Subcommand)]
 pub enum BackupCmd {
-    /// List backups (of one environment with --env).
+    /// List good backups, newest first (of one environment if given).
     List {
-        #[arg(long = "env", value_name = "URI")]
+        #[arg(value_name = "URI")]
         environment: Option<String>,
     },
     /// Show a backup.
@@ -285,6 +342,9 @@ pub enum BackupCmd {
     /// Re-read the archive and check every checksum.
     Verify {
         id: i64,
+        /// Also import its database into a throwaway database, then drop it.
+        #[arg(long)]
+        restore_test: bool,
         #[command(flatten)]
         wait: Wait,
     },
@@ -295,7 +355,13 @@ pub enum BackupCmd {
         wait: Wait,
     },
     /// Download a backup archive.
-    Download { id: i64 },
+    Download {
+        id: i64,
+        /// Where to write it ("-" for standard output; default: the archive's own name in
+        /// the current directory).
+        #[arg(long, short)]
+        output: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -556,24 +622,58 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                     Some(e) => format!("/backups?environment={}", seg(&e)),
                     None => "/backups".into(),
                 };
-                list(
-                    c,
-                    out,
-                    &path,
-                    &["id", "environment", "status", "size", "created_at"],
-                )
-                .await
+                let v: Value = c.get(&path).await?;
+                out.value(&v, |v| {
+                    table(
+                        v,
+                        &[
+                            "id",
+                            "environment",
+                            "reason",
+                            "format",
+                            "size",
+                            "created_at",
+                            "path",
+                        ],
+                        |b, col| match col {
+                            "created_at" => age(&b[col]),
+                            _ => str_of(&b[col]),
+                        },
+                    )
+                });
+                Ok(exit::OK)
             }
             BackupCmd::Show { id } => show(c, out, &format!("/backups/{id}")).await,
-            BackupCmd::Verify { id, wait } => {
-                start(c, out, &format!("/backups/{id}/verify"), wait).await
+            BackupCmd::Verify {
+                id,
+                restore_test,
+                wait,
+            } => {
+                let op: Value = c
+                    .post(
+                        &format!("/backups/{id}/verify"),
+                        &json!({ "restore_test": restore_test }),
+                    )
+                    .await?;
+                started(c, out, op, wait).await
             }
             BackupCmd::Delete { id, wait } => {
                 let op: Value = c.delete_json(&format!("/backups/{id}")).await?;
                 started(c, out, op, wait).await
             }
-            BackupCmd::Download { id } => {
-                let _: Value = c.get(&format!("/backups/{id}/download")).await?;
+            BackupCmd::Download { id, output } => {
+                let b: Value = c.get(&format!("/backups/{id}")).await?;
+                let name = std::path::Path::new(&str_of(&b["path"]))
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| format!("backup-{id}"));
+                let dest = output.unwrap_or(name);
+                let bytes = c
+                    .download(&format!("/backups/{id}/download"), &dest)
+                    .await?;
+                if !out.json && dest != "-" {
+                    eprintln!("wrote {dest} ({bytes} bytes)");
+                }
                 Ok(exit::OK)
             }
         },
@@ -643,8 +743,18 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
             out.value(&v, |v| {
                 table(
                     &v["items"],
-                    &["uri", "release", "server", "status", "https"],
-                    |e, col| str_of(&e[col]),
+                    &[
+                        "uri",
+                        "release",
+                        "server",
+                        "status",
+                        "https",
+                        "last_backup_at",
+                    ],
+                    |e, col| match col {
+                        "last_backup_at" => age(&e[col]),
+                        _ => str_of(&e[col]),
+                    },
                 );
                 let shown = v["items"].as_array().map_or(0, |a| a.len());
                 if v["total"].as_i64().unwrap_or(0) > shown as i64 {
@@ -657,12 +767,79 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
         EnvCmd::Verify(t) => action(t, "verify"),
         EnvCmd::Disable(t) => action(t, "disable"),
         EnvCmd::Enable(t) => action(t, "enable"),
-        EnvCmd::Delete(t) => action(t, "delete"),
+        EnvCmd::Delete {
+            uri,
+            skip_backup,
+            wait,
+        } => {
+            let body = if skip_backup {
+                json!({ "skip_backup": true })
+            } else {
+                json!({})
+            };
+            return act(c, out, &uri, "delete", &body, wait).await;
+        }
         EnvCmd::Login { uri } => return login(c, out, &uri).await,
         EnvCmd::Cron(t) => action(t, "cron"),
-        EnvCmd::Backup(t) => action(t, "backup"),
-        EnvCmd::Restore(t) => action(t, "restore"),
-        EnvCmd::Clone(t) => action(t, "clone"),
+        EnvCmd::Backup {
+            uri,
+            description,
+            wait,
+        } => {
+            let body = match description {
+                Some(d) => json!({ "description": d }),
+                None => json!({}),
+            };
+            return act(c, out, &uri, "backup", &body, wait).await;
+        }
+        EnvCmd::Restore {
+            uri,
+            backup,
+            file,
+            wait,
+        } => {
+            let body = match (backup, file) {
+                (_, Some(f)) => json!({ "file": absolute(&f) }),
+                (b, None) => json!({ "backup": b }),
+            };
+            return act(c, out, &uri, "restore", &body, wait).await;
+        }
+        EnvCmd::Clone {
+            uri,
+            new_uri,
+            release,
+            wait,
+        } => {
+            let mut body = json!({ "uri": new_uri });
+            if let Some(r) = release {
+                body["release"] = json!(r);
+            }
+            return act(c, out, &uri, "clone", &body, wait).await;
+        }
+        EnvCmd::Schedule {
+            uri,
+            every,
+            off,
+            default,
+        } => {
+            let interval = match (every, off, default) {
+                (Some(d), _, _) => json!(d.as_secs()),
+                (None, true, _) => json!(0),
+                (None, false, true) => Value::Null,
+                _ => {
+                    eprintln!("aegir: say --every DURATION, --off or --default");
+                    return Ok(exit::USAGE);
+                }
+            };
+            let v: Value = c
+                .put(
+                    &format!("/environments/{}/schedule", seg(&uri)),
+                    &json!({ "backup_interval": interval }),
+                )
+                .await?;
+            out.value(&v, |v| print_kv(&flat(v)));
+            return Ok(exit::OK);
+        }
         EnvCmd::Migrate(t) => action(t, "migrate"),
     };
     start(
@@ -672,6 +849,49 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
         target.wait,
     )
     .await
+}
+
+/// POST an environment action with its options, then report or follow the operation.
+async fn act(c: &Client, out: &Out, uri: &str, action: &str, body: &Value, wait: Wait) -> Res {
+    let op: Value = c
+        .post(&format!("/environments/{}/{action}", seg(uri)), body)
+        .await?;
+    started(c, out, op, wait).await
+}
+
+/// aegird reads the file on its own host: a relative path means the caller's directory.
+fn absolute(path: &str) -> String {
+    match std::path::absolute(path) {
+        Ok(p) => p.display().to_string(),
+        Err(_) => path.to_string(),
+    }
+}
+
+/// "3h ago" from an RFC 3339 timestamp.
+fn age(ts: &Value) -> String {
+    let Some(ms) = ts
+        .as_str()
+        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64)
+    else {
+        return "-".into();
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(ms);
+    let secs = ((now - ms) / 1000).max(0) as u64;
+    let rounded = match secs {
+        0..=59 => secs,
+        60..=3599 => secs / 60 * 60,
+        3600..=86399 => secs / 3600 * 3600,
+        _ => secs / 86400 * 86400,
+    };
+    format!(
+        "{} ago",
+        humantime::format_duration(std::time::Duration::from_secs(rounded))
+    )
 }
 
 /// Queue a login operation, wait for it, and print the link it made.

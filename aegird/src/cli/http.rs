@@ -96,6 +96,60 @@ impl Client {
         Self::json(self.send(self.http.post(self.url(path)).json(body)).await?).await
     }
 
+    pub async fn put<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> Result<T, ClientError> {
+        Self::json(self.send(self.http.put(self.url(path)).json(body)).await?).await
+    }
+
+    /// Stream a download into `dest` ("-" for stdout) without holding it in memory; the
+    /// file appears under its name only once complete. Returns the bytes written.
+    pub async fn download(&self, path: &str, dest: &str) -> Result<u64, ClientError> {
+        use futures_util::StreamExt;
+        use tokio::io::AsyncWriteExt;
+        let req = self.http.get(self.url(path)).bearer_auth(&self.token);
+        let resp = req.send().await.map_err(|source| ClientError::Connect {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(match serde_json::from_str::<ErrorBody>(&text) {
+                Ok(body) => ClientError::Api { status, body },
+                Err(_) => ClientError::Unexpected { status, text },
+            });
+        }
+        let io = |e: std::io::Error| ClientError::Unexpected {
+            status,
+            text: format!("writing {dest}: {e}"),
+        };
+        let partial = format!("{dest}.part");
+        let mut file: Box<dyn tokio::io::AsyncWrite + Unpin + Send> = if dest == "-" {
+            Box::new(tokio::io::stdout())
+        } else {
+            Box::new(tokio::fs::File::create(&partial).await.map_err(io)?)
+        };
+        let mut stream = resp.bytes_stream();
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|source| ClientError::Connect {
+                url: self.base.clone(),
+                source,
+            })?;
+            file.write_all(&chunk).await.map_err(io)?;
+            n += chunk.len() as u64;
+        }
+        file.flush().await.map_err(io)?;
+        drop(file);
+        if dest != "-" {
+            tokio::fs::rename(&partial, dest).await.map_err(io)?;
+        }
+        Ok(n)
+    }
+
     /// DELETE that answers with a JSON document (an operation).
     pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         Self::json(self.send(self.http.delete(self.url(path))).await?).await

@@ -149,6 +149,12 @@ text_enum! {
         EnvDelete = "env.delete",
         EnvLogin = "env.login",
         EnvCron = "env.cron",
+        EnvBackup = "env.backup",
+        EnvRestore = "env.restore",
+        /// Targets the new environment; the source is in its parameters.
+        EnvClone = "env.clone",
+        BackupVerify = "backup.verify",
+        BackupDelete = "backup.delete",
     }
 }
 
@@ -169,7 +175,13 @@ impl OperationKind {
             | OperationKind::EnvEnable
             | OperationKind::EnvDelete
             | OperationKind::EnvLogin
-            | OperationKind::EnvCron => true,
+            | OperationKind::EnvCron
+            | OperationKind::EnvBackup
+            | OperationKind::EnvRestore
+            | OperationKind::EnvClone => true,
+            // A restore test makes a throwaway database, and a verify must not read a file
+            // that a delete is removing: both take the backup exclusively.
+            OperationKind::BackupVerify | OperationKind::BackupDelete => true,
         }
     }
     pub fn target_type(self) -> TargetType {
@@ -182,7 +194,11 @@ impl OperationKind {
             | OperationKind::EnvEnable
             | OperationKind::EnvDelete
             | OperationKind::EnvLogin
-            | OperationKind::EnvCron => TargetType::Environment,
+            | OperationKind::EnvCron
+            | OperationKind::EnvBackup
+            | OperationKind::EnvRestore
+            | OperationKind::EnvClone => TargetType::Environment,
+            OperationKind::BackupVerify | OperationKind::BackupDelete => TargetType::Backup,
         }
     }
 }
@@ -281,11 +297,34 @@ text_enum! {
 }
 
 text_enum! {
+    /// A backup is recorded only once its archive is complete and renamed into place, so
+    /// there is no "pending" or "failed" backup: a failed backup is a failed operation.
     pub enum BackupStatus {
-        Pending = "pending",
         Good = "good",
-        Failed = "failed",
+        /// Its archive was removed (by hand or by retention); the record stays as history.
         Deleted = "deleted",
+    }
+}
+
+text_enum! {
+    /// Why a backup was taken: retention only ever prunes scheduled ones.
+    pub enum BackupReason {
+        Manual = "manual",
+        Scheduled = "scheduled",
+        PreRestore = "pre-restore",
+        PreDelete = "pre-delete",
+        PreClone = "pre-clone",
+        /// Registered from an earlier install (Aegir 3's tarballs).
+        Imported = "imported",
+    }
+}
+
+text_enum! {
+    pub enum BackupFormat {
+        /// aegird's own: zstd-compressed tar with a manifest of SHA-256 sums.
+        Aegir = "aegir",
+        /// Aegir 3's `<uri>-YYYYMMDD.HHMMSS.tar.gz`.
+        Aegir3 = "aegir3",
     }
 }
 
@@ -400,6 +439,10 @@ pub struct Environment {
     /// Aliases answer with a 301 to the uri instead of serving the site.
     pub redirect_aliases: bool,
     pub db_name: Option<String>,
+    /// Seconds between scheduled backups: None follows the daemon's default, 0 is off.
+    pub backup_interval: Option<i64>,
+    /// When its newest good backup was taken (None: never backed up).
+    pub last_backup_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -459,10 +502,17 @@ pub struct LogLine {
 pub struct Backup {
     pub id: Id,
     pub environment: String,
+    /// The archive on aegird's host.
     pub path: String,
     pub size: Option<i64>,
+    /// Of the archive file, as written.
     pub sha256: Option<String>,
     pub status: BackupStatus,
+    pub reason: BackupReason,
+    pub format: BackupFormat,
+    pub description: Option<String>,
+    /// The operation that took it.
+    pub operation_id: Option<Id>,
     pub created_at: Timestamp,
 }
 

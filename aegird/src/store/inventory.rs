@@ -121,7 +121,10 @@ fn release_from(r: &AnyRow) -> Result<Release> {
 }
 
 const ENV_SELECT: &str = "SELECT e.id, e.uri, r.name AS release_name, s.name AS server_name, \
-     e.status, e.https, e.aliases, e.redirect_aliases, e.db_name, e.created_at, e.updated_at \
+     e.status, e.https, e.aliases, e.redirect_aliases, e.db_name, e.backup_interval, \
+     (SELECT MAX(b.created_at) FROM backups b \
+      WHERE b.environment_id = e.id AND b.status = 'good') AS last_backup_at, \
+     e.created_at, e.updated_at \
      FROM environments e JOIN releases r ON r.id = e.release_id \
      JOIN servers s ON s.id = e.server_id";
 
@@ -136,6 +139,8 @@ fn environment_from(r: &AnyRow) -> Result<Environment> {
         aliases: json(r, "aliases")?,
         redirect_aliases: flag(r, "redirect_aliases")?,
         db_name: r.try_get("db_name")?,
+        backup_interval: r.try_get("backup_interval")?,
+        last_backup_at: opt_ts(r, "last_backup_at")?,
         created_at: ts(r, "created_at")?,
         updated_at: ts(r, "updated_at")?,
     })
@@ -149,9 +154,30 @@ fn backup_from(r: &AnyRow) -> Result<Backup> {
         size: r.try_get("size")?,
         sha256: r.try_get("sha256")?,
         status: parse(r, "status")?,
+        reason: parse(r, "reason")?,
+        format: parse(r, "format")?,
+        description: r.try_get("description")?,
+        operation_id: r.try_get("operation_id")?,
         created_at: ts(r, "created_at")?,
     })
 }
+
+/// A finished archive, as the backup step records it.
+#[derive(Debug, Clone)]
+pub struct NewBackupRow {
+    pub environment_id: Id,
+    pub path: String,
+    pub size: i64,
+    /// None for an archive registered without being read (an Aegir 3 tarball).
+    pub sha256: Option<String>,
+    pub reason: BackupReason,
+    pub format: BackupFormat,
+    pub description: Option<String>,
+    pub operation_id: Option<Id>,
+}
+
+const BACKUP_SELECT: &str =
+    "SELECT b.*, e.uri FROM backups b JOIN environments e ON e.id = b.environment_id";
 
 impl Store {
     pub async fn insert_server(&self, s: &NewServerRow, now: Timestamp) -> Result<Server> {
@@ -517,25 +543,130 @@ impl Store {
         row.as_ref().map(environment_from).transpose()
     }
 
-    pub async fn list_backups(&self, environment_id: Option<Id>) -> Result<Vec<Backup>> {
-        let rows = sqlx::query(
-            "SELECT b.*, e.uri FROM backups b JOIN environments e ON e.id = b.environment_id \
-             WHERE ($1 IS NULL OR b.environment_id = $1) ORDER BY b.created_at DESC, b.id DESC",
-        )
+    /// Backups, newest first: of one environment or all, deleted ones only if asked.
+    pub async fn list_backups(
+        &self,
+        environment_id: Option<Id>,
+        include_deleted: bool,
+    ) -> Result<Vec<Backup>> {
+        let rows = sqlx::query(&format!(
+            "{BACKUP_SELECT} WHERE ($1 IS NULL OR b.environment_id = $1) \
+             AND ($2 = 1 OR b.status <> 'deleted') ORDER BY b.created_at DESC, b.id DESC"
+        ))
         .bind(environment_id)
+        .bind(i64::from(include_deleted))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(backup_from).collect()
     }
 
     pub async fn backup_by_id(&self, id: Id) -> Result<Option<Backup>> {
-        let row = sqlx::query(
-            "SELECT b.*, e.uri FROM backups b JOIN environments e ON e.id = b.environment_id \
-             WHERE b.id = $1",
-        )
-        .bind(id)
+        let row = sqlx::query(&format!("{BACKUP_SELECT} WHERE b.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(backup_from).transpose()
+    }
+
+    /// The environment a backup belongs to, deleted or not.
+    pub async fn environment_by_backup(&self, backup_id: Id) -> Result<Option<Environment>> {
+        let row = sqlx::query(&format!(
+            "{ENV_SELECT} WHERE e.id = (SELECT environment_id FROM backups WHERE id = $1)"
+        ))
+        .bind(backup_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.as_ref().map(backup_from).transpose()
+        row.as_ref().map(environment_from).transpose()
+    }
+
+    /// Record a backup whose archive is complete and in place.
+    pub async fn insert_backup(&self, b: &NewBackupRow, now: Timestamp) -> Result<Backup> {
+        let id: Id = sqlx::query(
+            "INSERT INTO backups (environment_id, path, size, sha256, status, reason, format, \
+             description, operation_id, created_at) \
+             VALUES ($1, $2, $3, $4, 'good', $5, $6, $7, $8, $9) RETURNING id",
+        )
+        .bind(b.environment_id)
+        .bind(&b.path)
+        .bind(b.size)
+        .bind(&b.sha256)
+        .bind(b.reason.as_str())
+        .bind(b.format.as_str())
+        .bind(&b.description)
+        .bind(b.operation_id)
+        .bind(now.0)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get("id")?;
+        self.backup_by_id(id)
+            .await?
+            .ok_or_else(|| super::StoreError::Conflict(format!("backup {id} vanished")))
+    }
+
+    /// The backups an operation took (its undo removes them).
+    pub async fn backups_of_operation(&self, operation_id: Id) -> Result<Vec<Backup>> {
+        let rows = sqlx::query(&format!(
+            "{BACKUP_SELECT} WHERE b.operation_id = $1 ORDER BY b.id"
+        ))
+        .bind(operation_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(backup_from).collect()
+    }
+
+    /// Mark a backup deleted (its archive is gone); false if it already was.
+    pub async fn mark_backup_deleted(&self, id: Id) -> Result<bool> {
+        let done =
+            sqlx::query("UPDATE backups SET status = 'deleted' WHERE id = $1 AND status = 'good'")
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Seconds between scheduled backups of one environment (None: the daemon's default).
+    pub async fn set_backup_interval(
+        &self,
+        environment_id: Id,
+        interval: Option<i64>,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query("UPDATE environments SET backup_interval = $1, updated_at = $2 WHERE id = $3")
+            .bind(interval)
+            .bind(now.0)
+            .bind(environment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Active environments whose last good backup is older than their interval
+    /// (`default_interval` seconds unless they set their own), with nothing queued or running
+    /// on them, and whose last failed backup is older than `retry_after` seconds (so a failing
+    /// backup is retried, not re-queued at every tick).
+    pub async fn environments_due_for_backup(
+        &self,
+        now: Timestamp,
+        default_interval: i64,
+        retry_after: i64,
+    ) -> Result<Vec<Environment>> {
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM ({ENV_SELECT} WHERE e.status = 'active' \
+               AND COALESCE(e.backup_interval, $1) > 0 \
+               AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.target_type = 'environment' \
+                   AND o.target_id = e.id AND o.status IN ('queued', 'running')) \
+               AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.target_type = 'environment' \
+                   AND o.target_id = e.id AND o.kind = 'env.backup' \
+                   AND o.status IN ('failed', 'cancelled', 'interrupted') AND o.created_at > $2)) x \
+             WHERE x.last_backup_at IS NULL \
+                OR x.last_backup_at <= $3 - COALESCE(x.backup_interval, $1) * 1000 \
+             ORDER BY x.id"
+        ))
+        .bind(default_interval)
+        .bind(now.0 - retry_after * 1000)
+        .bind(now.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(environment_from).collect()
     }
 }

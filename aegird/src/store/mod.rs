@@ -9,7 +9,7 @@ mod inventory;
 mod operations;
 mod tokens;
 
-pub use inventory::{NewEnvironmentRow, NewReleaseRow, NewServerRow};
+pub use inventory::{NewBackupRow, NewEnvironmentRow, NewReleaseRow, NewServerRow};
 pub use operations::{CancelOutcome, OperationFilter, RecoveryCandidate};
 
 use std::str::FromStr;

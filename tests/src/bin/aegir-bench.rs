@@ -13,6 +13,11 @@
 //! with a shell script: database and user, per-site config, vhost with `nginx -t` and a reload,
 //! WordPress's own `wp_install` (the floor any tool has to pay).
 //!
+//! `aegir-bench backup` builds a WordPress-shaped site (rows over several tables, files half
+//! compressible text and half incompressible like JPEGs) and measures, in one run, Aegir 3's
+//! backup (`mysqldump` into the site directory, then `tar czf`) and restore (`tar xzf`, then
+//! `mysql` import) against `aegir env backup --wait` and `aegir env restore --wait`.
+//!
 //! Every loop has a fixed count or a deadline, and all traffic stays on the loopback.
 
 use std::path::Path;
@@ -66,6 +71,18 @@ enum BenchCmd {
         /// Fewer rounds: a smoke run, not figures to quote.
         #[arg(long)]
         quick: bool,
+    },
+    /// Backup and restore of a WordPress-shaped site, against Aegir 3's way.
+    Backup {
+        /// A small site (64 MiB of rows, 64 MiB of files): a smoke run.
+        #[arg(long)]
+        quick: bool,
+        /// MiB of database rows (default 1024).
+        #[arg(long)]
+        db_mib: Option<u64>,
+        /// MiB of files, half text, half incompressible (default 1024).
+        #[arg(long)]
+        files_mib: Option<u64>,
     },
 }
 
@@ -126,6 +143,14 @@ fn main() -> Result<()> {
     match cli.bench {
         BenchCmd::Engine { quick } => runtime.block_on(engine_bench(Sizes::new(quick))),
         BenchCmd::Site { quick } => site_bench(if quick { 2 } else { 7 }),
+        BenchCmd::Backup {
+            quick,
+            db_mib,
+            files_mib,
+        } => {
+            let default = if quick { 64 } else { 1024 };
+            backup_bench(db_mib.unwrap_or(default), files_mib.unwrap_or(default))
+        }
     }
 }
 
@@ -136,6 +161,7 @@ enum Unit {
     Millis,
     OpsPerSec,
     MiB,
+    Secs,
 }
 
 /// One line of the results table.
@@ -172,6 +198,7 @@ fn fmt_value(v: f64, unit: Unit) -> String {
         Unit::Millis => format!("{v:.1} ms"),
         Unit::OpsPerSec => format!("{v:.0} ops/s"),
         Unit::MiB => format!("{v:.1} MiB"),
+        Unit::Secs => format!("{v:.1} s"),
     }
 }
 
@@ -1128,5 +1155,359 @@ fn site_bench(rounds: usize) -> Result<()> {
         "- load average (1, 5, 15 min) at the end: {}",
         load_average()
     );
+    Ok(())
+}
+
+// --- backup
+
+/// Rows in the shape of WordPress's biggest tables: posts with their text, post meta, comments.
+/// `$1` is the database; `$2` how many rows of posts (the others scale from it). MariaDB's
+/// sequence engine makes the rows server-side, so building 1 GiB takes seconds, not minutes.
+const MAKE_ROWS: &str = r#"set -e
+mariadb -e "CREATE DATABASE \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+mariadb "$1" <<SQL
+CREATE TABLE wp_posts (ID BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  post_author BIGINT UNSIGNED NOT NULL, post_date DATETIME NOT NULL, post_title TEXT NOT NULL,
+  post_content LONGTEXT NOT NULL, post_status VARCHAR(20) NOT NULL, post_name VARCHAR(200) NOT NULL,
+  KEY post_name (post_name(191)), KEY type_status_date (post_status, post_date, ID));
+CREATE TABLE wp_postmeta (meta_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  post_id BIGINT UNSIGNED NOT NULL, meta_key VARCHAR(255), meta_value LONGTEXT,
+  KEY post_id (post_id), KEY meta_key (meta_key(191)));
+CREATE TABLE wp_comments (comment_ID BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  comment_post_ID BIGINT UNSIGNED NOT NULL, comment_author TINYTEXT NOT NULL,
+  comment_date DATETIME NOT NULL, comment_content TEXT NOT NULL, KEY comment_post_ID (comment_post_ID));
+CREATE TABLE wp_options (option_id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  option_name VARCHAR(191) NOT NULL UNIQUE, option_value LONGTEXT NOT NULL);
+INSERT INTO wp_options (option_name, option_value) VALUES ('siteurl', 'http://bench.test'),
+  ('home', 'http://bench.test'), ('blogname', 'Benchmark');
+INSERT INTO wp_posts (post_author, post_date, post_title, post_content, post_status, post_name)
+  SELECT 1 + seq % 7, '2024-01-01' + INTERVAL seq MINUTE, CONCAT('Post number ', seq),
+    CONCAT(REPEAT(CONCAT('Lorem ipsum dolor sit amet, consectetur adipiscing elit ', seq % 97, '. '), 8),
+           MD5(seq), SHA2(seq, 512), REPEAT('Sed ut perspiciatis unde omnis iste natus error. ', 6)),
+    IF(seq % 10 = 0, 'draft', 'publish'), CONCAT('post-number-', seq)
+  FROM seq_1_to_$2;
+INSERT INTO wp_postmeta (post_id, meta_key, meta_value)
+  SELECT seq, CONCAT('_meta_', seq % 13), CONCAT('a:2:{s:4:"file";s:32:"', MD5(seq), '";s:5:"sizes";i:', seq, ';}')
+  FROM seq_1_to_$2;
+INSERT INTO wp_comments (comment_post_ID, comment_author, comment_date, comment_content)
+  SELECT seq, CONCAT('Reader ', seq % 1000), '2024-02-01' + INTERVAL seq MINUTE,
+    CONCAT('Thanks for post ', seq, '! ', REPEAT('Great read, very helpful. ', 4), MD5(seq * 7))
+  FROM seq_1_to_$2;
+SQL
+"#;
+
+/// Bytes of SQL one post and its meta and comment dump to, roughly (measured: the generator
+/// is sized from it, and the real size is printed).
+const BYTES_PER_POST: u64 = 1350;
+
+/// Files as a site accumulates them: half text (pages, CSS, exports: compressible), half
+/// random bytes (JPEGs and PNGs are already compressed), in dated upload directories.
+fn make_files(dir: &Path, mib: u64) -> Result<()> {
+    use rand::RngCore;
+    let mut rng = rand::rng();
+    let half = mib * 1024 * 1024 / 2;
+    let words = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "wordpress",
+        "upload",
+        "gallery",
+        "caption",
+        "theme",
+        "widget",
+        "aegir",
+        "hosting",
+        "backup",
+        "restore",
+        "site",
+    ];
+    let (mut text, mut binary) = (0u64, 0u64);
+    let mut n = 0u32;
+    while text < half || binary < half {
+        let sub = dir.join(format!("{}/{:02}", 2015 + n % 10, 1 + n % 12));
+        std::fs::create_dir_all(&sub)?;
+        if text < half {
+            let mut s = String::with_capacity(256 * 1024);
+            while s.len() < 200 * 1024 {
+                s.push_str(words[(rng.next_u32() as usize) % words.len()]);
+                s.push(if rng.next_u32() % 12 == 0 { '\n' } else { ' ' });
+            }
+            std::fs::write(sub.join(format!("page-{n}.html")), &s)?;
+            text += s.len() as u64;
+        }
+        if binary < half {
+            let mut b = vec![0u8; 400 * 1024];
+            rng.fill_bytes(&mut b);
+            std::fs::write(sub.join(format!("photo-{n}.jpg")), &b)?;
+            binary += b.len() as u64;
+        }
+        n += 1;
+    }
+    Ok(())
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    let out = Command::new("du").args(["-sb"]).arg(dir).output();
+    out.ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Seconds between two RFC 3339 timestamps of the API.
+fn secs_between(from: &serde_json::Value, to: &serde_json::Value) -> f64 {
+    let at = |v: &serde_json::Value| {
+        v.as_str()
+            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0)
+    };
+    at(to) - at(from)
+}
+
+/// Seconds a task of an operation took, from its recorded start and end.
+fn task_secs(detail: &serde_json::Value, names: &[&str]) -> f64 {
+    detail["tasks"]
+        .as_array()
+        .map(|tasks| {
+            tasks
+                .iter()
+                .filter(|t| names.iter().any(|n| t["name"] == *n))
+                .map(|t| secs_between(&t["started_at"], &t["finished_at"]))
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+fn backup_bench(db_mib: u64, files_mib: u64) -> Result<()> {
+    let aegir = aegir_tests::bin("aegir");
+    let state = tempfile::tempdir()?;
+    let d = Daemon::start(state.path(), &DaemonOpts::default());
+    let token = d.token("bench", None);
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(&aegir);
+        c.args(args)
+            .env("AEGIR_URL", d.url())
+            .env("AEGIR_TOKEN", &token);
+        c
+    };
+    let json = |args: &[&str]| -> Result<serde_json::Value> {
+        let out = cli(args).arg("--json").output()?;
+        ensure!(
+            out.status.success(),
+            "aegir {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    for args in [
+        &["server", "add", "local", "--local"][..],
+        &["server", "verify", "local", "--wait"],
+        &["project", "add", "wp", "--path", "/usr/share/wordpress"],
+        &[
+            "release",
+            "create",
+            "wp",
+            "--project",
+            "wp",
+            "--server",
+            "local",
+        ],
+        &["release", "verify", "wp", "--wait"],
+    ] {
+        timed(cli(args), &format!("aegir {}", args.join(" ")))?;
+    }
+    let tag = format!("{:08x}", rand::random::<u32>());
+    let uri = format!("bench-backup-{tag}.test");
+    timed(
+        cli(&["env", "create", &uri, "--release", "wp", "--wait"]),
+        "aegir env create",
+    )?;
+    let env = json(&["env", "show", &uri])?;
+    let key = env["db_name"].as_str().context("db_name")?.to_string();
+    let site_dir = std::path::PathBuf::from(format!("/var/aegir/sites/{uri}"));
+
+    // The site's content: the reference rows in a database of their own, swapped in for
+    // WordPress's, and the files in its uploads directory.
+    progress(&format!(
+        "building {db_mib} MiB of rows and {files_mib} MiB of files"
+    ));
+    let posts = (db_mib * 1024 * 1024 / BYTES_PER_POST).max(1000);
+    let scratch = format!("bench_{tag}");
+    let mut make = Command::new("sh");
+    make.args(["-c", MAKE_ROWS, "sh", &scratch, &posts.to_string()]);
+    timed(make, "building the rows")?;
+    let mut swap = Command::new("sh");
+    swap.args([
+        "-c",
+        r#"set -e
+tables() { mariadb -N -B -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$1'"; }
+for t in $(tables "$1"); do mariadb -e "DROP TABLE \`$1\`.\`$t\`"; done
+for t in $(tables "$2"); do mariadb -e "RENAME TABLE \`$2\`.\`$t\` TO \`$1\`.\`$t\`"; done
+mariadb -e "DROP DATABASE \`$2\`""#,
+        "sh",
+        &key,
+        &scratch,
+    ]);
+    timed(swap, "moving the rows into the site's database")?;
+    make_files(&site_dir.join("files"), files_mib)?;
+    let fix = Command::new("sh")
+        .args([
+            "-c",
+            r#"chgrp -R www-data "$1" && find "$1" -type f -exec chmod 0660 {} +"#,
+            "sh",
+        ])
+        .arg(site_dir.join("files"))
+        .status()?;
+    ensure!(fix.success(), "cannot give the files to www-data");
+    let db_bytes: u64 = {
+        let out = Command::new("mariadb")
+            .args(["-N", "-B", "-e"])
+            .arg(format!(
+                "SELECT SUM(DATA_LENGTH + INDEX_LENGTH) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{key}'"
+            ))
+            .output()?;
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let files_bytes = dir_bytes(&site_dir.join("files"));
+    // Flush what building wrote, so neither side pays for the other's dirty pages.
+    let _ = Command::new("sync").status();
+
+    println!("# aegir-bench backup");
+    println!();
+    println!("- site: {uri}, database {key}: {:.0} MiB in InnoDB ({posts} posts with meta and comments); files {:.0} MiB", db_bytes as f64 / 1048576.0, files_bytes as f64 / 1048576.0);
+    println!(
+        "- load average (1, 5, 15 min) at the start: {}",
+        load_average()
+    );
+    println!();
+
+    // (a) Aegir 3: mysqldump into the site directory, then tar czf of it, run inside it.
+    progress("Aegir 3 backup: mysqldump + tar czf");
+    let a3 = tempfile::tempdir()?;
+    let tarball = a3.path().join(format!("{uri}-20240101.000000.tar.gz"));
+    let mut a3_backup = Command::new("sh");
+    a3_backup.args([
+        "-c",
+        r#"set -e
+umask 077
+mysqldump --single-transaction --quick --no-autocommit "$1" > "$2/database.sql"
+cd "$2" && tar cpzf "$3" .
+rm -f "$2/database.sql""#,
+        "sh",
+        &key,
+    ]);
+    a3_backup.arg(&site_dir).arg(&tarball);
+    let a3_backup_s = timed(a3_backup, "the Aegir 3 backup")? / 1000.0;
+    let a3_size = std::fs::metadata(&tarball)?.len();
+
+    // (b) ours.
+    progress("aegir env backup --wait");
+    let ours_backup_s =
+        timed(cli(&["env", "backup", &uri, "--wait"]), "aegir env backup")? / 1000.0;
+    let list = json(&["backup", "list", &uri])?;
+    let ours = &list[0];
+    let ours_size = ours["size"].as_u64().context("size")?;
+    let ours_id = ours["id"].as_i64().context("id")?.to_string();
+
+    // Restores: Aegir 3's deploy is tar xzf into a new directory and an import into a new
+    // database; ours is the whole restore operation (disabled page, pre-restore backup,
+    // staging, switch, drop), whose restore steps are also timed on their own.
+    progress("Aegir 3 restore: tar xzf + mysql import");
+    let restore_dir = a3.path().join("restore");
+    std::fs::create_dir_all(&restore_dir)?;
+    let a3_db = format!("a3restore_{tag}");
+    let mut a3_restore = Command::new("sh");
+    a3_restore.args([
+        "-c",
+        r#"set -e
+tar xzf "$1" -C "$2"
+mariadb -e "CREATE DATABASE \`$3\`"
+mariadb "$3" < "$2/database.sql""#,
+        "sh",
+    ]);
+    a3_restore.arg(&tarball).arg(&restore_dir).arg(&a3_db);
+    let a3_restore_s = timed(a3_restore, "the Aegir 3 restore")? / 1000.0;
+    let _ = Command::new("mariadb")
+        .args(["-e", &format!("DROP DATABASE IF EXISTS `{a3_db}`")])
+        .status();
+    drop(a3);
+
+    progress("aegir env restore --wait");
+    let out = cli(&["env", "restore", &uri, &ours_id, "--wait", "--json"]).output()?;
+    ensure!(
+        out.status.success(),
+        "aegir env restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let op: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let detail = json(&[
+        "op",
+        "show",
+        &op["id"].as_i64().context("op id")?.to_string(),
+    ])?;
+    let ours_restore_s = secs_between(&detail["started_at"], &detail["finished_at"]);
+    let ours_restore_steps_s = task_secs(&detail, &["stage", "switch", "drop-previous"]);
+
+    let rows = vec![
+        Row::new(
+            "backup: `aegir env backup --wait`",
+            ours_backup_s,
+            "Aegir 3: mysqldump into the site dir + tar czf",
+            a3_backup_s,
+            Unit::Secs,
+        ),
+        Row::new(
+            "archive size (zstd, manifest with SHA-256 sums)",
+            ours_size as f64 / 1048576.0,
+            "Aegir 3 tarball (gzip)",
+            a3_size as f64 / 1048576.0,
+            Unit::MiB,
+        ),
+        Row::new(
+            "restore steps: stage (zstd → tar -x, mariadb import) + switch + drop",
+            ours_restore_steps_s,
+            "Aegir 3 deploy: tar xzf + mysql import",
+            a3_restore_s,
+            Unit::Secs,
+        ),
+        Row::new(
+            "whole restore operation (includes its pre-restore backup)",
+            ours_restore_s,
+            "Aegir 3: its pre-restore backup + tar xzf + import",
+            a3_backup_s + a3_restore_s,
+            Unit::Secs,
+        ),
+    ];
+    print_table(&rows);
+    println!();
+    println!(
+        "- speed-up (baseline ÷ figure): backup {:.2}×, restore steps {:.2}×, whole restore {:.2}×; archive {:.2}× the tarball's size",
+        a3_backup_s / ours_backup_s,
+        a3_restore_s / ours_restore_steps_s.max(0.001),
+        (a3_backup_s + a3_restore_s) / ours_restore_s.max(0.001),
+        ours_size as f64 / a3_size as f64
+    );
+    println!(
+        "- load average (1, 5, 15 min) at the end: {}",
+        load_average()
+    );
+    let _ = Command::new(&aegir)
+        .args(["env", "delete", &uri, "--skip-backup", "--wait"])
+        .env("AEGIR_URL", d.url())
+        .env("AEGIR_TOKEN", &token)
+        .output();
     Ok(())
 }

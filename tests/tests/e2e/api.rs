@@ -486,7 +486,7 @@ async fn inventory_reads_and_environment_paging() {
     // Actions on an existing environment whose backend is missing: 501, store unchanged.
     let before = store.row_counts().await.unwrap();
     let (s, v) = api
-        .post("/api/v1/environments/a.example/backup", json!({}))
+        .post("/api/v1/environments/a.example/migrate", json!({}))
         .await;
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
     assert!(v["message"].as_str().unwrap().contains("not available yet"));

@@ -11,7 +11,7 @@ use aegird::model::OperationStatus;
 use aegird::store::Store;
 use serde_json::Value;
 
-fn json_of(out: &std::process::Output) -> Value {
+pub(crate) fn json_of(out: &std::process::Output) -> Value {
     assert!(
         out.status.success(),
         "aegir failed ({:?}): {}{}",
@@ -219,7 +219,7 @@ fn queue_verify(d: &Daemon, token: &str, server: &str) -> i64 {
         .unwrap()
 }
 
-fn wait_task_running(d: &Daemon, token: &str, op: i64, task: &str) {
+pub(crate) fn wait_task_running(d: &Daemon, token: &str, op: i64, task: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v = json_of(&d.cli(token, &["op", "show", &op.to_string(), "--json"]));
@@ -236,7 +236,7 @@ fn wait_task_running(d: &Daemon, token: &str, op: i64, task: &str) {
     }
 }
 
-fn wait_final(d: &Daemon, token: &str, op: i64) -> Value {
+pub(crate) fn wait_final(d: &Daemon, token: &str, op: i64) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let v = json_of(&d.cli(token, &["op", "show", &op.to_string(), "--json"]));

@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aegir_tests::{fixture_repo, html_title, http_get, site_leftovers, unique, Backend, TestDb};
-use aegird::app::{App, EnvAction, NewEnvironment, NewProject, NewRelease, NewServer};
+use aegird::app::{
+    App, EnvAction, EnvActionRequest, NewEnvironment, NewProject, NewRelease, NewServer,
+};
 use aegird::backend::{HostPlanner, SshKeys};
 use aegird::clock::SystemClock;
 use aegird::engine::{
@@ -310,8 +312,38 @@ impl Sites {
     }
 
     async fn act(&self, uri: &str, action: EnvAction) -> (OperationStatus, Vec<String>) {
-        let op = self.app.environment_action(uri, action).await.unwrap();
+        self.act_with(uri, action, Default::default()).await
+    }
+
+    async fn act_with(
+        &self,
+        uri: &str,
+        action: EnvAction,
+        req: EnvActionRequest,
+    ) -> (OperationStatus, Vec<String>) {
+        let op = self.app.environment_action(uri, action, req).await.unwrap();
         (self.wait(op.id).await, self.steps(op.id).await)
+    }
+
+    /// The good backups, and the files in the backups directory.
+    async fn backups(&self) -> (Vec<aegird::model::Id>, Vec<String>) {
+        let ids = self
+            .db
+            .store
+            .list_backups(None, false)
+            .await
+            .unwrap()
+            .iter()
+            .map(|b| b.id)
+            .collect();
+        let mut files: Vec<String> = std::fs::read_dir(self.db.dir.path().join("backups"))
+            .map(|r| {
+                r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        files.sort();
+        (ids, files)
     }
 
     async fn steps(&self, id: aegird::model::Id) -> Vec<String> {
@@ -428,7 +460,7 @@ async fn a_site_delete_failing_at_any_step_leaves_the_site_serving() {
     assert_eq!(status, OperationStatus::Succeeded);
     let installed = site_leftovers(&uri, &key, None);
     assert!(installed.len() >= 5, "{installed:?}");
-    let steps = ["take-offline", "move-aside", "purge"];
+    let steps = ["backup", "take-offline", "move-aside", "purge"];
 
     for (i, step) in steps.iter().enumerate() {
         for when in [When::Before, When::After] {
@@ -453,6 +485,8 @@ async fn a_site_delete_failing_at_any_step_leaves_the_site_serving() {
                 Some(EnvironmentStatus::Active),
                 "{case}"
             );
+            // The pre-delete backup of a delete that did not happen is not kept.
+            assert_eq!(sites.backups().await, (vec![], vec![]), "{case}");
         }
     }
 
@@ -460,7 +494,7 @@ async fn a_site_delete_failing_at_any_step_leaves_the_site_serving() {
     // put back half-way, and the record says deleted.
     sites.injector.set(Some(Injection {
         kind: OperationKind::EnvDelete,
-        step: 2,
+        step: 3,
         when: When::After,
     }));
     let (status, _) = sites.act(&uri, EnvAction::Delete).await;
@@ -468,5 +502,88 @@ async fn a_site_delete_failing_at_any_step_leaves_the_site_serving() {
     assert_eq!(status, OperationStatus::Failed);
     assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
     assert_eq!(sites.status(&uri).await, None, "recorded as deleted");
+    sites.stop().await;
+}
+
+#[tokio::test]
+async fn a_restore_failing_at_any_step_leaves_the_site_as_it_was() {
+    let sites = Sites::start().await;
+    let uri = format!("{}.test", unique("restoring"));
+    let (status, _, key) = sites.install(&uri, &unique("Backed")).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    let (status, _) = sites.act(&uri, EnvAction::Backup).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    let backup = sites.backups().await;
+    // What the site is now, and must stay through every failed restore.
+    let current = unique("Current");
+    aegir_tests::mysql(&format!(
+        "UPDATE `{key}`.wp_options SET option_value = '{current}' WHERE option_name = 'blogname'"
+    ));
+    let files = format!("/var/aegir/sites/{uri}/files");
+    std::fs::write(format!("{files}/note.txt"), "current").unwrap();
+    let installed = site_leftovers(&uri, &key, None);
+    let steps = [
+        "check-site-directory",
+        "check-archive",
+        "vhost-disabled",
+        "backup",
+        "stage",
+        "switch",
+        "vhost",
+        "drop-previous",
+    ];
+    let request = || EnvActionRequest {
+        backup: Some(backup.0[0]),
+        ..Default::default()
+    };
+    for (i, step) in steps.iter().enumerate() {
+        for when in [When::Before, When::After] {
+            // Past the point of no return the restore is done: checked below.
+            if *step == "drop-previous" && when == When::After {
+                continue;
+            }
+            let case = format!("restore failing {when:?} {step}");
+            sites.injector.set(Some(Injection {
+                kind: OperationKind::EnvRestore,
+                step: i,
+                when,
+            }));
+            let (status, ran) = sites.act_with(&uri, EnvAction::Restore, request()).await;
+            sites.injector.set(None);
+            assert_eq!(ran, steps, "{case}");
+            assert_eq!(status, OperationStatus::Failed, "{case}");
+            assert!(serves(&uri, &current), "{case}: not serving its content");
+            assert_eq!(
+                std::fs::read_to_string(format!("{files}/note.txt")).unwrap(),
+                "current",
+                "{case}"
+            );
+            assert_eq!(site_leftovers(&uri, &key, None), installed, "{case}");
+            assert!(!Path::new(&format!("/var/aegir/sites/{uri}/.restore")).exists());
+            assert_eq!(sites.backups().await, backup, "{case}: backups changed");
+        }
+    }
+    // Failing after the last step, the restore has happened and stays.
+    sites.injector.set(Some(Injection {
+        kind: OperationKind::EnvRestore,
+        step: 7,
+        when: When::After,
+    }));
+    let (status, _) = sites.act_with(&uri, EnvAction::Restore, request()).await;
+    sites.injector.set(None);
+    assert_eq!(status, OperationStatus::Failed);
+    assert!(!serves(&uri, &current), "the restored content is served");
+    let (status, _) = sites
+        .act_with(
+            &uri,
+            EnvAction::Delete,
+            EnvActionRequest {
+                skip_backup: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
     sites.stop().await;
 }

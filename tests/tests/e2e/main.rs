@@ -1,6 +1,7 @@
 //! End-to-end tests, in one binary so the workspace links one heavy test executable.
 
 mod api;
+mod backups;
 mod daemon;
 mod drupal;
 mod engine;

@@ -1165,7 +1165,7 @@ async fn row_counts(s: &Store) {
     assert_eq!(count("environments"), envs.total);
     assert_eq!(
         count("backups"),
-        s.list_backups(None).await.unwrap().len() as i64
+        s.list_backups(None, true).await.unwrap().len() as i64
     );
     assert_eq!(
         count("api_tokens"),

@@ -1,0 +1,1048 @@
+//! Backup, restore and clone steps, and backup housekeeping: archives stream between a host's
+//! `mariadb-dump`/`tar` and aegird's backups directory in one pass, never through a copy of
+//! the site; a restore builds the new database and files beside the old ones and switches.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+
+use super::env::{Target, MYSQL};
+use super::layout;
+use super::shell;
+use crate::backup::{archive, retention, rewrite};
+use crate::engine::{Step, StepContext, StepError};
+use crate::model::{Backup, BackupFormat, BackupReason, Id, LogLevel};
+use crate::store::NewBackupRow;
+
+/// Where archives are kept and how they are written.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// On aegird's own host (Aegir 3 kept them on its master server too).
+    pub dir: PathBuf,
+    /// zstd level: 3 is zstd's default, fast enough to keep up with mariadb-dump.
+    pub level: i32,
+    pub retention: retention::Policy,
+}
+
+impl Settings {
+    pub fn new(dir: impl Into<PathBuf>) -> Settings {
+        Settings {
+            dir: dir.into(),
+            level: 3,
+            retention: retention::Policy::default(),
+        }
+    }
+}
+
+/// Where the archive a restore or clone reads comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A recorded backup.
+    Recorded(Backup),
+    /// The archive the "backup" step of this same operation wrote (a clone's fresh backup).
+    TakenEarlier,
+}
+
+/// What one archive step does.
+#[derive(Clone)]
+pub enum Kind {
+    /// Back the environment up and record the archive.
+    Take {
+        reason: BackupReason,
+        description: Option<String>,
+    },
+    /// Read the archive's first member: the right kind of archive, for the right application,
+    /// before anything is changed.
+    Check(Source),
+    /// The archive into a new database and a staging directory beside the live ones.
+    Stage(Source),
+    /// The staged database and files take the live ones' place; the previous ones are kept.
+    Switch,
+    /// The point of no return: the previous database and files go.
+    DropPrevious,
+    /// Retention: scheduled backups beyond the policy go.
+    Prune,
+    /// Re-read a recorded archive and check every checksum, and optionally import its
+    /// database into a throwaway one.
+    Verify { backup: Backup, restore_test: bool },
+    /// Remove a recorded archive.
+    Delete(Backup),
+}
+
+pub struct ArchiveStep {
+    pub kind: Kind,
+    pub t: Arc<Target>,
+    pub settings: Arc<Settings>,
+}
+
+impl ArchiveStep {
+    pub fn arc(kind: Kind, t: &Arc<Target>, settings: &Arc<Settings>) -> Arc<dyn Step> {
+        Arc::new(ArchiveStep {
+            kind,
+            t: t.clone(),
+            settings: settings.clone(),
+        })
+    }
+}
+
+/// The names a restore gives the databases beside the live one (the key is at most 32
+/// characters, so these fit MySQL's 64).
+fn staged_db(key: &str) -> String {
+    format!("{key}__new")
+}
+fn previous_db(key: &str) -> String {
+    format!("{key}__old")
+}
+fn staging_dir(site_dir: &str) -> String {
+    format!("{site_dir}/.restore")
+}
+fn previous_dir(site_dir: &str) -> String {
+    format!("{site_dir}/.restore-previous")
+}
+
+/// Archives an operation wrote carry its id, so its undo finds them on disk even when a
+/// crash lost the step's output and the store never heard of them.
+fn archive_name(uri: &str, stamp: &str, op: Id) -> String {
+    format!("{uri}-{stamp}-op{op}.tar.zst")
+}
+
+fn made_by(name: &str, op: Id) -> bool {
+    let tag = format!("-op{op}.tar.zst");
+    name.ends_with(&tag) || name.ends_with(&format!("{tag}.partial"))
+}
+
+#[async_trait]
+impl Step for ArchiveStep {
+    fn name(&self) -> &str {
+        match self.kind {
+            Kind::Take { .. } => "backup",
+            Kind::Check(_) => "check-archive",
+            Kind::Stage(_) => "stage",
+            Kind::Switch => "switch",
+            Kind::DropPrevious => "drop-previous",
+            Kind::Prune => "retention",
+            Kind::Verify { .. } => "verify-archive",
+            Kind::Delete(_) => "delete-archive",
+        }
+    }
+
+    async fn run(&self, cx: &StepContext) -> Result<Value, StepError> {
+        match &self.kind {
+            Kind::Take {
+                reason,
+                description,
+            } => self.take(cx, *reason, description.clone()).await,
+            Kind::Check(source) => self.check(cx, source).await,
+            Kind::Stage(source) => self.stage(cx, source).await,
+            Kind::Switch => self.switch(cx).await,
+            Kind::DropPrevious => self.drop_previous(cx).await,
+            Kind::Prune => self.prune(cx).await,
+            Kind::Verify {
+                backup,
+                restore_test,
+            } => self.verify(cx, backup, *restore_test).await,
+            Kind::Delete(backup) => {
+                remove_archive(cx, backup).await?;
+                Ok(json!({ "deleted": backup.id }))
+            }
+        }
+    }
+
+    async fn undo(&self, cx: &StepContext) -> Result<(), StepError> {
+        let s = &self.t.site;
+        match &self.kind {
+            Kind::Take { .. } => {
+                for b in cx.store().backups_of_operation(cx.operation_id).await? {
+                    remove_archive(cx, &b).await?;
+                }
+                // What a crash left: a partial file, or an archive renamed into place but
+                // never recorded.
+                let dir = self.settings.dir.clone();
+                let op = cx.operation_id;
+                let removed =
+                    tokio::task::spawn_blocking(move || -> std::io::Result<Vec<String>> {
+                        let mut removed = Vec::new();
+                        let entries = match std::fs::read_dir(&dir) {
+                            Ok(e) => e,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                return Ok(removed)
+                            }
+                            Err(e) => return Err(e),
+                        };
+                        for entry in entries {
+                            let entry = entry?;
+                            let name = entry.file_name().to_string_lossy().into_owned();
+                            if made_by(&name, op) {
+                                std::fs::remove_file(entry.path())?;
+                                removed.push(name);
+                            }
+                        }
+                        Ok(removed)
+                    })
+                    .await
+                    .map_err(|e| StepError::new(format!("cleaning the backups directory: {e}")))?
+                    .map_err(|e| StepError::new(format!("cleaning the backups directory: {e}")))?;
+                for name in removed {
+                    cx.info(format!("removed {name}")).await;
+                }
+            }
+            Kind::Stage(_) => {
+                let script = format!(
+                    r#"set -e
+{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`"
+rm -rf "$2""#
+                );
+                self.sh(
+                    cx,
+                    "remove the staged database and files",
+                    &script,
+                    &[&staged_db(&s.key), &staging_dir(&s.dir())],
+                )
+                .await?;
+            }
+            Kind::Switch => self.switch_back(cx).await?,
+            Kind::Verify { .. } => {
+                let script = format!(r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`""#);
+                self.sh(
+                    cx,
+                    "drop the throwaway database",
+                    &script,
+                    &[&throwaway_db(cx.operation_id)],
+                )
+                .await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn throwaway_db(op: Id) -> String {
+    format!("aegir_restore_test_{op}")
+}
+
+/// Remove a backup's archive (gone already is fine) and mark it deleted.
+async fn remove_archive(cx: &StepContext, b: &Backup) -> Result<(), StepError> {
+    match tokio::fs::remove_file(&b.path).await {
+        Ok(()) => cx.info(format!("removed {}", b.path)).await,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            cx.log(LogLevel::Warning, format!("{} was already gone", b.path))
+                .await
+        }
+        Err(e) => return Err(StepError::new(format!("cannot remove {}: {e}", b.path))),
+    }
+    cx.store().mark_backup_deleted(b.id).await?;
+    Ok(())
+}
+
+impl ArchiveStep {
+    async fn sh(
+        &self,
+        cx: &StepContext,
+        what: &str,
+        script: &str,
+        args: &[&str],
+    ) -> Result<String, StepError> {
+        shell::script(cx, self.t.exec.as_ref(), what, script, args).await
+    }
+
+    async fn take(
+        &self,
+        cx: &StepContext,
+        reason: BackupReason,
+        description: Option<String>,
+    ) -> Result<Value, StepError> {
+        let s = &self.t.site;
+        let check = format!(
+            r#"if [ "$(cat "$1/.aegir-env" 2>/dev/null)" != "$2" ]; then
+  echo "$1 is missing or belongs to another site" >&2; exit 1
+fi
+{MYSQL}"$my" -N -B -e "SELECT VERSION()""#
+        );
+        let version = self
+            .sh(
+                cx,
+                &format!("check {} and its database server", s.dir()),
+                &check,
+                &[&s.dir(), &s.key],
+            )
+            .await?
+            .trim()
+            .to_string();
+        let engine = if version.to_ascii_lowercase().contains("mariadb") {
+            "mariadb"
+        } else {
+            "mysql"
+        };
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_millis(cx.now().0 as u64);
+        let created = humantime::format_rfc3339_seconds(now).to_string();
+        let stamp: String = created
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        std::fs::create_dir_all(&self.settings.dir).map_err(|e| {
+            StepError::new(format!(
+                "cannot create the backups directory {}: {e}",
+                self.settings.dir.display()
+            ))
+        })?;
+        let dest = self
+            .settings
+            .dir
+            .join(archive_name(&s.uri, &stamp, cx.operation_id));
+        let header = archive::Header {
+            environment_id: self.t.env_id,
+            uri: s.uri.clone(),
+            release: self.t.release.clone(),
+            app: s.app.as_str().to_string(),
+            app_version: self.t.app_version.clone(),
+            db_engine: engine.to_string(),
+            db_version: version,
+            created,
+        };
+        // Consistent without locking the site: one transaction for the whole dump. Aegir 3's
+        // own flags, so an import gets InnoDB's bulk load into empty tables.
+        let dump_script = r#"d=$(command -v mariadb-dump || command -v mysqldump) || { echo "neither mariadb-dump nor mysqldump found" >&2; exit 1; }
+exec "$d" --single-transaction --quick --no-autocommit --skip-dump-date "$1""#;
+        let dump = self
+            .t
+            .exec
+            .command("sh", &["-c", dump_script, "sh", &s.key]);
+        // Temporary files are not worth keeping: private/tmp is left out.
+        let tar_script = r#"cd "$1" || exit 1
+set --
+for d in files private; do [ -e "$d" ] && set -- "$@" "$d"; done
+[ $# -gt 0 ] || exec tar -c -f - -T /dev/null
+exec tar -c -f - --exclude=private/tmp "$@""#;
+        let tar = self
+            .t
+            .exec
+            .command("sh", &["-c", tar_script, "sh", &s.dir()]);
+        cx.log(
+            LogLevel::Command,
+            format!(
+                "mariadb-dump {} and tar of {} into {}",
+                s.key,
+                s.dir(),
+                dest.display()
+            ),
+        )
+        .await;
+        let opts = archive::WriteOptions {
+            level: self.settings.level,
+            ..archive::WriteOptions::default()
+        };
+        let cancel = CancelOnDrop::new();
+        let flag = cancel.flag();
+        let started = std::time::Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            write_archive(dump, tar, &dest, header, opts, &flag)
+        })
+        .await
+        .map_err(|e| StepError::new(format!("the backup stopped: {e}")))??;
+        let secs = started.elapsed().as_secs_f64();
+        let backup = cx
+            .store()
+            .insert_backup(
+                &NewBackupRow {
+                    environment_id: self.t.env_id,
+                    path: written.path.display().to_string(),
+                    size: written.size as i64,
+                    sha256: Some(written.sha256.clone()),
+                    reason,
+                    format: BackupFormat::Aegir,
+                    description,
+                    operation_id: Some(cx.operation_id),
+                },
+                cx.now(),
+            )
+            .await?;
+        for skipped in &written.manifest.skipped {
+            cx.log(
+                LogLevel::Warning,
+                format!("not backed up: {} ({})", skipped.path, skipped.reason),
+            )
+            .await;
+        }
+        cx.info(format!(
+            "backup {} written: {} ({} bytes, database {} bytes, {} members) in {secs:.1} s",
+            backup.id,
+            backup.path,
+            written.size,
+            written.manifest.database.size,
+            written.manifest.members.len()
+        ))
+        .await;
+        Ok(json!({
+            "backup": backup.id,
+            "path": backup.path,
+            "size": written.size,
+            "sha256": written.sha256,
+            "database_bytes": written.manifest.database.size,
+            "members": written.manifest.members.len(),
+        }))
+    }
+
+    /// The archive a restore or clone reads.
+    fn archive_path(&self, cx: &StepContext, source: &Source) -> Result<String, StepError> {
+        match source {
+            Source::Recorded(b) => Ok(b.path.clone()),
+            Source::TakenEarlier => cx
+                .output("backup")
+                .and_then(|o| o.get("path"))
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| StepError::new("the backup step left no archive path")),
+        }
+    }
+
+    async fn check(&self, cx: &StepContext, source: &Source) -> Result<Value, StepError> {
+        let path = self.archive_path(cx, source)?;
+        let p = PathBuf::from(&path);
+        let peek = tokio::task::spawn_blocking(move || crate::backup::peek::peek(&p))
+            .await
+            .map_err(|e| StepError::new(format!("reading {path}: {e}")))?
+            .map_err(|e| StepError::new(format!("{path}: {e}")))?;
+        let app = self.t.site.app.as_str();
+        let from_uri = match &peek.header {
+            Some(h) => {
+                if h.app != app {
+                    return Err(StepError::new(format!(
+                        "{path} is a backup of a {} site ({}); {} is a {app} site",
+                        h.app, h.uri, self.t.site.uri
+                    )));
+                }
+                Some(h.uri.clone())
+            }
+            None => aegir3_uri(&path),
+        };
+        Ok(json!({
+            "archive": path,
+            "format": peek.format_name(),
+            "uri": from_uri,
+        }))
+    }
+
+    async fn stage(&self, cx: &StepContext, source: &Source) -> Result<Value, StepError> {
+        let s = &self.t.site;
+        let path = self.archive_path(cx, source)?;
+        let from_uri = cx
+            .output("check-archive")
+            .and_then(|o| o.get("uri"))
+            .and_then(|u| u.as_str())
+            .map(str::to_string);
+        let new_db = staged_db(&s.key);
+        let staging = staging_dir(&s.dir());
+        let prepare = format!(
+            r#"set -e
+[ "$(cat "$1/.aegir-env" 2>/dev/null)" = "$2" ] || {{ echo "$1 is missing or belongs to another site" >&2; exit 1; }}
+{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$3\`; CREATE DATABASE \`$3\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;"
+rm -rf "$4"
+mkdir -m 0700 "$4""#
+        );
+        self.sh(
+            cx,
+            &format!("new database {new_db} and staging directory {staging}"),
+            &prepare,
+            &[&s.dir(), &s.key, &new_db, &staging],
+        )
+        .await?;
+        // A backup of another uri (a clone, or an Aegir 3 tarball of an older name) has its
+        // own URL in its content.
+        let pairs = match &from_uri {
+            Some(from) if from != &s.uri => vec![
+                (format!("//{from}"), format!("//{}", s.uri)),
+                (format!("sites/{from}"), format!("sites/{}", s.uri)),
+            ],
+            _ => Vec::new(),
+        };
+        if !pairs.is_empty() {
+            cx.info(format!(
+                "rewriting {} to {} in the database as it is imported",
+                from_uri.as_deref().unwrap_or_default(),
+                s.uri
+            ))
+            .await;
+        }
+        let import_script = format!(r#"{MYSQL}exec "$my" "$1""#);
+        let import = self
+            .t
+            .exec
+            .command("sh", &["-c", &import_script, "sh", &new_db]);
+        let untar = self.t.exec.command(
+            "tar",
+            &[
+                "-x",
+                "-f",
+                "-",
+                "--no-same-owner",
+                "--no-same-permissions",
+                "-C",
+                &staging,
+            ],
+        );
+        cx.log(
+            LogLevel::Command,
+            format!("import {path} into {new_db} and {staging}"),
+        )
+        .await;
+        let cancel = CancelOnDrop::new();
+        let flag = cancel.flag();
+        let archive_path = PathBuf::from(&path);
+        let (report, stats) = tokio::task::spawn_blocking(move || {
+            read_archive(&archive_path, import, Some(untar), pairs, &flag)
+        })
+        .await
+        .map_err(|e| StepError::new(format!("the restore stopped: {e}")))??;
+        self.sh(
+            cx,
+            "give the restored files to the web group",
+            r#"set -e
+cd "$1"
+mkdir -p files private private/tmp
+chown -R -h root:"$2" files private
+find files private -type d -exec chmod 2770 {} +
+find files private -type f -exec chmod 0660 {} +"#,
+            &[&staging, layout::WEB_GROUP],
+        )
+        .await?;
+        for skipped in &report.skipped {
+            cx.log(LogLevel::Warning, format!("not restored: {skipped}"))
+                .await;
+        }
+        cx.info(format!(
+            "staged {} bytes of SQL and {} members{}",
+            report.database_bytes,
+            report.entries,
+            if stats.literals_changed > 0 {
+                format!(
+                    "; {} values rewritten ({} serialized)",
+                    stats.literals_changed, stats.serialized_fixed
+                )
+            } else {
+                String::new()
+            }
+        ))
+        .await;
+        Ok(json!({
+            "database": new_db,
+            "staging": staging,
+            "database_bytes": report.database_bytes,
+            "entries": report.entries,
+            "rewritten": stats.literals_changed,
+        }))
+    }
+
+    /// Base tables of a database, one per line.
+    async fn tables(&self, cx: &StepContext, db: &str) -> Result<Vec<String>, StepError> {
+        let script = format!(
+            r#"{MYSQL}"$my" -N -B -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$1' AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME""#
+        );
+        Ok(self
+            .sh(cx, &format!("list the tables of {db}"), &script, &[db])
+            .await?
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    /// One RENAME TABLE statement moving every table of `moves` (database pairs): MariaDB
+    /// does it atomically, so the site sees either the old tables or the new, never a mix.
+    async fn rename_all(
+        &self,
+        cx: &StepContext,
+        what: &str,
+        moves: &[(&str, &str)],
+    ) -> Result<usize, StepError> {
+        let mut parts = Vec::new();
+        for (from, to) in moves {
+            for t in self.tables(cx, from).await? {
+                let q = t.replace('`', "``");
+                parts.push(format!("`{from}`.`{q}` TO `{to}`.`{q}`"));
+            }
+        }
+        if parts.is_empty() {
+            return Ok(0);
+        }
+        let sql = format!("RENAME TABLE {};\n", parts.join(", "));
+        let script = format!("{MYSQL}exec \"$my\"");
+        shell::script_input(
+            cx,
+            self.t.exec.as_ref(),
+            what,
+            &script,
+            &[],
+            Some(sql.into_bytes()),
+        )
+        .await?;
+        Ok(parts.len())
+    }
+
+    async fn switch(&self, cx: &StepContext) -> Result<Value, StepError> {
+        let s = &self.t.site;
+        let (live, new, old) = (s.key.clone(), staged_db(&s.key), previous_db(&s.key));
+        let create = format!(
+            r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; CREATE DATABASE \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;""#
+        );
+        self.sh(
+            cx,
+            &format!("database {old} for the previous tables"),
+            &create,
+            &[&old],
+        )
+        .await?;
+        let moved = self
+            .rename_all(
+                cx,
+                &format!("switch {live} to the restored tables (previous ones kept in {old})"),
+                &[(&live, &old), (&new, &live)],
+            )
+            .await?;
+        self.sh(
+            cx,
+            "switch to the restored files (previous ones kept)",
+            r#"set -e
+cd "$1"
+mkdir -p "$3"
+for d in files private; do
+  if [ -e "$d" ]; then mv -T "$d" "$3/$d"; fi
+  mv -T "$2/$d" "$d"
+done"#,
+            &[&s.dir(), &staging_dir(&s.dir()), &previous_dir(&s.dir())],
+        )
+        .await?;
+        Ok(json!({ "tables_moved": moved }))
+    }
+
+    /// Puts the previous database tables and files back, whatever part of the switch ran.
+    async fn switch_back(&self, cx: &StepContext) -> Result<(), StepError> {
+        let s = &self.t.site;
+        self.sh(
+            cx,
+            "put the previous files back",
+            r#"set -e
+cd "$1"
+[ -d "$3" ] || exit 0
+mkdir -p "$2"
+for d in files private; do
+  if [ -e "$3/$d" ]; then
+    if [ -e "$d" ]; then rm -rf "$2/$d"; mv -T "$d" "$2/$d"; fi
+    mv -T "$3/$d" "$d"
+  fi
+done
+rmdir "$3""#,
+            &[&s.dir(), &staging_dir(&s.dir()), &previous_dir(&s.dir())],
+        )
+        .await?;
+        let (live, new, old) = (s.key.clone(), staged_db(&s.key), previous_db(&s.key));
+        if !self.tables(cx, &old).await?.is_empty() {
+            self.rename_all(
+                cx,
+                &format!("put the previous tables of {live} back"),
+                &[(&live, &new), (&old, &live)],
+            )
+            .await?;
+        }
+        // Empty now (or never filled): nothing of the site is in it.
+        let drop = format!(r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`""#);
+        self.sh(cx, &format!("drop the empty {old}"), &drop, &[&old])
+            .await?;
+        Ok(())
+    }
+
+    async fn drop_previous(&self, cx: &StepContext) -> Result<Value, StepError> {
+        let s = &self.t.site;
+        let script = format!(
+            r#"set -e
+{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; DROP DATABASE IF EXISTS \`$2\`;"
+rm -rf "$3" "$4""#
+        );
+        self.sh(
+            cx,
+            "drop the previous database and files",
+            &script,
+            &[
+                &previous_db(&s.key),
+                &staged_db(&s.key),
+                &previous_dir(&s.dir()),
+                &staging_dir(&s.dir()),
+            ],
+        )
+        .await?;
+        Ok(json!({}))
+    }
+
+    async fn prune(&self, cx: &StepContext) -> Result<Value, StepError> {
+        let backups = cx.store().list_backups(Some(self.t.env_id), false).await?;
+        let scheduled: Vec<&Backup> = backups
+            .iter()
+            .filter(|b| b.reason == BackupReason::Scheduled)
+            .collect();
+        let pairs: Vec<(Id, i64)> = scheduled.iter().map(|b| (b.id, b.created_at.0)).collect();
+        let doomed = retention::to_delete(&pairs, &self.settings.retention);
+        for id in &doomed {
+            if let Some(b) = scheduled.iter().find(|b| b.id == *id) {
+                remove_archive(cx, b).await?;
+            }
+        }
+        Ok(json!({ "kept": scheduled.len() - doomed.len(), "deleted": doomed }))
+    }
+
+    async fn verify(
+        &self,
+        cx: &StepContext,
+        backup: &Backup,
+        restore_test: bool,
+    ) -> Result<Value, StepError> {
+        let path = PathBuf::from(&backup.path);
+        cx.log(
+            LogLevel::Command,
+            format!("read {} and check every checksum", backup.path),
+        )
+        .await;
+        let report = if restore_test {
+            let db = throwaway_db(cx.operation_id);
+            let create = format!(
+                r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; CREATE DATABASE \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;""#
+            );
+            self.sh(cx, &format!("throwaway database {db}"), &create, &[&db])
+                .await?;
+            let import_script = format!(r#"{MYSQL}exec "$my" "$1""#);
+            let import = self
+                .t
+                .exec
+                .command("sh", &["-c", &import_script, "sh", &db]);
+            let cancel = CancelOnDrop::new();
+            let flag = cancel.flag();
+            let (report, _) = tokio::task::spawn_blocking(move || {
+                read_archive(&path, import, None, Vec::new(), &flag)
+            })
+            .await
+            .map_err(|e| StepError::new(format!("the restore test stopped: {e}")))??;
+            let tables = self.tables(cx, &db).await?;
+            let drop = format!(r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`""#);
+            self.sh(cx, &format!("drop {db}"), &drop, &[&db]).await?;
+            if tables.is_empty() && report.database_bytes > 0 {
+                return Err(StepError::new(format!(
+                    "the database of backup {} imported into no tables",
+                    backup.id
+                )));
+            }
+            cx.info(format!(
+                "restore test: {} tables imported into {db}, then dropped",
+                tables.len()
+            ))
+            .await;
+            report
+        } else {
+            tokio::task::spawn_blocking(move || archive::verify(&path))
+                .await
+                .map_err(|e| StepError::new(format!("reading {}: {e}", backup.path)))?
+                .map_err(|e| StepError::new(format!("{}: {e}", backup.path)))?
+        };
+        if let Some(sum) = &backup.sha256 {
+            if sum != &report.archive_sha256 {
+                return Err(StepError::new(format!(
+                    "{} has changed since it was written (SHA-256 {} instead of {sum})",
+                    backup.path, report.archive_sha256
+                )));
+            }
+        }
+        cx.info(format!(
+            "backup {} is intact: {} members and {} bytes of SQL check out",
+            backup.id, report.entries, report.database_bytes
+        ))
+        .await;
+        Ok(json!({
+            "backup": backup.id,
+            "sha256": report.archive_sha256,
+            "entries": report.entries,
+            "database_bytes": report.database_bytes,
+            "restore_test": restore_test,
+        }))
+    }
+}
+
+/// The uri in an Aegir 3 tarball's name: `<uri>-YYYYMMDD.HHMMSS[_N].tar.gz`.
+pub fn aegir3_uri(path: &str) -> Option<String> {
+    let name = Path::new(path).file_name()?.to_str()?;
+    let stem = name.strip_suffix(".tar.gz")?;
+    let (uri, stamp) = stem.rsplit_once('-')?;
+    let digits = stamp.split('_').next()?;
+    let ok = digits.len() == 15
+        && digits.as_bytes()[8] == b'.'
+        && digits
+            .chars()
+            .enumerate()
+            .all(|(i, c)| i == 8 || c.is_ascii_digit());
+    (ok && !uri.is_empty()).then(|| uri.to_string())
+}
+
+/// Set when the step's future is dropped (a cancel or a timeout), so the blocking pipeline
+/// stops at its next read instead of finishing work nobody waits for.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl CancelOnDrop {
+    fn new() -> CancelOnDrop {
+        CancelOnDrop(Arc::new(AtomicBool::new(false)))
+    }
+    fn flag(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A reader that fails once the step is abandoned.
+struct Cancellable<R> {
+    inner: R,
+    flag: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Cancellable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.flag.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the operation was stopped",
+            ));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// A child process killed (and reaped) unless it was waited for: an abandoned pipeline must
+/// not leave a dump or an ssh running.
+struct Process {
+    what: String,
+    child: Option<Child>,
+    stderr: Option<std::thread::JoinHandle<String>>,
+}
+
+impl Process {
+    fn spawn(
+        mut cmd: Command,
+        what: &str,
+        stdin: bool,
+        stdout: bool,
+    ) -> Result<Process, StepError> {
+        cmd.stdin(if stdin { Stdio::piped() } else { Stdio::null() })
+            .stdout(if stdout {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| StepError::new(format!("cannot start {what}: {e}")))?;
+        // Drained on the side: a chatty command must never block on a full stderr pipe.
+        let stderr = child.stderr.take().map(|mut err| {
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let _ = (&mut err).take(64 * 1024).read_to_end(&mut buf);
+                let _ = std::io::copy(&mut err, &mut std::io::sink());
+                String::from_utf8_lossy(&buf).trim().to_string()
+            })
+        });
+        Ok(Process {
+            what: what.to_string(),
+            child: Some(child),
+            stderr,
+        })
+    }
+
+    fn stdin(&mut self) -> Option<ChildStdin> {
+        self.child.as_mut().and_then(|c| c.stdin.take())
+    }
+
+    fn stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.child.as_mut().and_then(|c| c.stdout.take())
+    }
+
+    fn wait(mut self) -> Result<(), StepError> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        let status = child
+            .wait()
+            .map_err(|e| StepError::new(format!("{}: {e}", self.what)))?;
+        let stderr = self
+            .stderr
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default();
+        if status.success() {
+            Ok(())
+        } else {
+            Err(StepError::new(format!(
+                "{} failed ({status}): {stderr}",
+                self.what
+            )))
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// mariadb-dump, then tar of the files, into one archive. The archive's own drop removes its
+/// partial file on any failure.
+fn write_archive(
+    dump: Command,
+    tar: Command,
+    dest: &Path,
+    header: archive::Header,
+    opts: archive::WriteOptions,
+    cancel: &Arc<AtomicBool>,
+) -> Result<archive::Written, StepError> {
+    let err = |e: archive::ArchiveError| StepError::new(format!("{}: {e}", dest.display()));
+    let mut writer = archive::Writer::create(dest, header, opts).map_err(err)?;
+    let mut dump = Process::spawn(dump, "mariadb-dump", false, true)?;
+    let out = dump
+        .stdout()
+        .ok_or_else(|| StepError::new("mariadb-dump has no output"))?;
+    let added = writer.add_database(&mut Cancellable {
+        inner: out,
+        flag: cancel.clone(),
+    });
+    // The dump's own error says more than a short read.
+    dump.wait()?;
+    added.map_err(err)?;
+    let mut tar = Process::spawn(tar, "tar of the site's files", false, true)?;
+    let out = tar
+        .stdout()
+        .ok_or_else(|| StepError::new("tar has no output"))?;
+    let added = writer.add_tree(&mut Cancellable {
+        inner: out,
+        flag: cancel.clone(),
+    });
+    tar.wait()?;
+    added.map_err(err)?;
+    writer.finish().map_err(err)
+}
+
+/// Streams an archive into a host's `mariadb` (through the URL rewriter when `pairs` is not
+/// empty) and, when given, its `tar -x`: both run at once, each fed as its part of the
+/// archive comes by.
+fn read_archive(
+    path: &Path,
+    import: Command,
+    untar: Option<Command>,
+    pairs: Vec<(String, String)>,
+    cancel: &Arc<AtomicBool>,
+) -> Result<(archive::Report, rewrite::Stats), StepError> {
+    let mut import = Process::spawn(import, "the database import", true, false)?;
+    let mut untar = untar
+        .map(|c| Process::spawn(c, "tar -x into the staging directory", true, false))
+        .transpose()?;
+    let sql_in = import
+        .stdin()
+        .ok_or_else(|| StepError::new("the import has no input"))?;
+    let tar_in: Box<dyn Write + Send> = match untar.as_mut().and_then(Process::stdin) {
+        Some(stdin) => Box::new(stdin),
+        None => Box::new(std::io::sink()),
+    };
+    let sql = rewrite::Rewriter::new(sql_in, pairs);
+    let mut sink = archive::TarSink::new(
+        CancelWriter {
+            inner: sql,
+            flag: cancel.clone(),
+        },
+        tar_in,
+    );
+    let limits = archive::Limits::for_archive(
+        std::fs::metadata(path)
+            .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?
+            .len(),
+    );
+    let read = archive::read(path, limits, &mut sink);
+    let finished = sink.into_inner();
+    // Whatever happened, the children get their end of input and are waited for; their
+    // errors (a failed SQL statement) explain more than ours.
+    // The children's input is closed here (the writers are dropped), or they never end.
+    let (stats, tar_closed) = match finished {
+        Ok((sql, tar)) => {
+            drop(tar);
+            let stats = sql.inner.finish().map(|(stdin, stats)| {
+                drop(stdin);
+                stats
+            });
+            (stats.map_err(|e| e.to_string()), Ok(()))
+        }
+        Err(e) => (Err(e.to_string()), Err(e.to_string())),
+    };
+    let imported = import.wait();
+    let extracted = untar.map(Process::wait).unwrap_or(Ok(()));
+    let report = read.map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
+    imported?;
+    extracted?;
+    tar_closed.map_err(StepError::new)?;
+    let stats = stats.map_err(|e| StepError::new(format!("the database import: {e}")))?;
+    Ok((report, stats))
+}
+
+/// A writer that fails once the step is abandoned.
+struct CancelWriter<W> {
+    inner: W,
+    flag: Arc<AtomicBool>,
+}
+
+impl<W: Write> Write for CancelWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.flag.load(Ordering::SeqCst) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::Interrupted,
+                "the operation was stopped",
+            ));
+        }
+        self.inner.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aegir3_names() {
+        assert_eq!(
+            aegir3_uri("/var/aegir/backups/www.example.com-20240131.235959.tar.gz").as_deref(),
+            Some("www.example.com")
+        );
+        assert_eq!(
+            aegir3_uri("a-b.example-20240131.235959_2.tar.gz").as_deref(),
+            Some("a-b.example")
+        );
+        assert_eq!(aegir3_uri("example.com.tar.gz"), None);
+        assert_eq!(aegir3_uri("x-2024.tar.gz"), None);
+    }
+
+    #[test]
+    fn archives_name_their_operation() {
+        let n = archive_name("a.test", "20261122T100000Z", 12);
+        assert!(made_by(&n, 12));
+        assert!(made_by(&format!("{n}.partial"), 12));
+        assert!(!made_by(&n, 2));
+        assert!(!made_by(&archive_name("a.test", "x", 112), 12));
+    }
+}

@@ -1,0 +1,7 @@
+//! The backup formats and policies, free of hosts and stores: the archive (write, read,
+//! check, extract safely), the URL rewrite a clone applies to a dump, and retention.
+
+pub mod archive;
+pub mod peek;
+pub mod retention;
+pub mod rewrite;
