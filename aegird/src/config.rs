@@ -368,6 +368,19 @@ mod tests {
             file.engine.concurrency,
             Some(EngineConfig::default().concurrency)
         );
+        // The file shows the defaults of an installed aegird, backups included.
+        assert_eq!(
+            file.backups.retention,
+            Some(crate::backup::retention::Policy::default())
+        );
+        let c = Config::load_with_env(&Overrides::default(), |k| {
+            (k == "AEGIR_STATE_DIR").then(|| "/var/lib/aegir".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.backups.dir, PathBuf::from("/var/lib/aegir/backups"));
+        assert_eq!(file.backups.dir, Some(c.backups.dir));
+        assert_eq!(c.backups.interval, 86400);
+        assert_eq!(file.backups.interval.as_deref(), Some("1d"));
     }
 
     #[test]

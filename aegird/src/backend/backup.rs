@@ -915,26 +915,45 @@ fn write_archive(
     let err = |e: archive::ArchiveError| StepError::new(format!("{}: {e}", dest.display()));
     let mut writer = archive::Writer::create(dest, header, opts).map_err(err)?;
     let mut dump = Process::spawn(dump, "mariadb-dump", false, true)?;
-    let out = dump
-        .stdout()
-        .ok_or_else(|| StepError::new("mariadb-dump has no output"))?;
-    let added = writer.add_database(&mut Cancellable {
-        inner: out,
+    let mut out = Cancellable {
+        inner: dump
+            .stdout()
+            .ok_or_else(|| StepError::new("mariadb-dump has no output"))?,
         flag: cancel.clone(),
-    });
-    // The dump's own error says more than a short read.
-    dump.wait()?;
-    added.map_err(err)?;
+    };
+    let added = writer.add_database(&mut out);
+    drop(out);
+    match added {
+        // The dump's own error (a table it could not read) says more than a short stream.
+        Ok(_) => dump.wait()?,
+        Err(e) => {
+            let ours = err(e);
+            return Err(match dump.wait() {
+                Err(theirs) => StepError::new(format!("{ours}; {theirs}")),
+                Ok(()) => ours,
+            });
+        }
+    }
     let mut tar = Process::spawn(tar, "tar of the site's files", false, true)?;
-    let out = tar
-        .stdout()
-        .ok_or_else(|| StepError::new("tar has no output"))?;
-    let added = writer.add_tree(&mut Cancellable {
-        inner: out,
+    let mut out = Cancellable {
+        inner: tar
+            .stdout()
+            .ok_or_else(|| StepError::new("tar has no output"))?,
         flag: cancel.clone(),
+    };
+    // The archive ends at tar's end marker, but GNU tar pads its last record after it: read
+    // that too, or tar dies of SIGPIPE writing it.
+    let added = writer.add_tree(&mut out).map_err(err).and_then(|()| {
+        std::io::copy(&mut out, &mut std::io::sink())
+            .map_err(|e| StepError::new(format!("reading tar's output: {e}")))
     });
-    tar.wait()?;
-    added.map_err(err)?;
+    drop(out);
+    match added {
+        // tar's own error (a file it could not read) explains a short stream best.
+        Ok(_) => tar.wait()?,
+        // Our refusal comes first; tar is killed when dropped.
+        Err(e) => return Err(e),
+    }
     writer.finish().map_err(err)
 }
 

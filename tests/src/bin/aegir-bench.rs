@@ -1105,7 +1105,11 @@ fn site_bench(rounds: usize) -> Result<()> {
             cli(&["env", "create", &uri, "--release", "wp", "--wait"]),
             "aegir env create",
         )?;
-        let delete = timed(cli(&["env", "delete", &uri, "--wait"]), "aegir env delete")?;
+        // The by-hand delete keeps no backup either: the pre-delete one is skipped.
+        let delete = timed(
+            cli(&["env", "delete", &uri, "--skip-backup", "--wait"]),
+            "aegir env delete",
+        )?;
 
         let uri = format!("hand-{tag}.test");
         let db = format!("hand_{tag}");

@@ -491,6 +491,53 @@ async fn inventory_reads_and_environment_paging() {
     assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{v}");
     assert!(v["message"].as_str().unwrap().contains("not available yet"));
     assert_eq!(store.row_counts().await.unwrap(), before);
+    // Each action takes only its own options; a bad one is refused naming the field, and
+    // nothing is written.
+    for (action, body, field) in [
+        ("restore", json!({}), "backup"),
+        (
+            "restore",
+            json!({ "backup": 1, "file": "/tmp/x.tar.gz" }),
+            "backup",
+        ),
+        ("restore", json!({ "file": "relative.tar.gz" }), "file"),
+        (
+            "restore",
+            json!({ "file": "/nonexistent/a-20240101.000000.tar.gz" }),
+            "file",
+        ),
+        ("restore", json!({ "file": "/etc/passwd" }), "file"),
+        ("clone", json!({}), "uri"),
+        ("clone", json!({ "uri": "not a host" }), "uri"),
+        ("backup", json!({ "uri": "b.example" }), "uri"),
+        ("backup", json!({ "skip_backup": true }), "skip_backup"),
+        ("backup", json!({ "description": "a\nb" }), "description"),
+        ("backup", json!({ "colour": "blue" }), "colour"),
+        ("verify", json!({ "description": "x" }), "description"),
+    ] {
+        let (s, v) = api
+            .post(
+                &format!("/api/v1/environments/a.example/{action}"),
+                body.clone(),
+            )
+            .await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{action} {body}: {v}");
+        assert_eq!(v["field"], field, "{action} {body}: {v}");
+    }
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/v1/environments/a.example/schedule",
+            Some(&json!({ "backup_interval": 60 }).to_string()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["field"], "backup_interval");
+    let (s, v) = api.post("/api/v1/backups/999/verify", json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    let (s, v) = api.call("GET", "/api/v1/backups/999/download", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert_eq!(store.row_counts().await.unwrap(), before);
 }
 
 #[tokio::test]

@@ -372,15 +372,16 @@ fn serves(uri: &str, title: &str) -> bool {
     status == 200 && html_title(&page).as_deref() == Some(title)
 }
 
-/// The php-fpm pools and the vhost directory's scratch files: server-wide things an
-/// environment operation must not add to.
-fn server_files() -> Vec<String> {
+/// The php-fpm pools and the vhost directory's scratch files of sites whose uri contains
+/// `name`: server-wide things an environment operation must not add to. (Other tests' sites
+/// change their vhosts meanwhile: their scratch files come and go.)
+fn server_files(name: &str) -> Vec<String> {
     let mut files = tree(Path::new("/etc/php"));
     files.retain(|f| f.contains("/pool.d/"));
     files.extend(
         tree(Path::new("/etc/aegir/nginx/vhosts"))
             .into_iter()
-            .filter(|f| f.contains(".aegir-")),
+            .filter(|f| f.contains(".aegir-") && f.contains(name)),
     );
     files
 }
@@ -407,7 +408,8 @@ async fn a_site_install_failing_at_any_step_leaves_nothing_behind() {
             "record-status"
         ]
     );
-    let server_before = server_files();
+    // Every site this test makes is named failing-*.
+    let server_before = server_files("failing-");
 
     for (i, step) in steps.iter().enumerate() {
         for when in [When::Before, When::After] {
@@ -435,7 +437,7 @@ async fn a_site_install_failing_at_any_step_leaves_nothing_behind() {
                 serves(&witness, &witness_title),
                 "{case}: the other site stopped serving"
             );
-            assert_eq!(server_files(), server_before, "{case}");
+            assert_eq!(server_files("failing-"), server_before, "{case}");
             // A failed install is deleted like any environment, and frees its uri.
             let (status, _) = sites.act(&uri, EnvAction::Delete).await;
             assert_eq!(status, OperationStatus::Succeeded, "{case}: delete");
