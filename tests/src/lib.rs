@@ -580,3 +580,27 @@ pub fn group_id(group: &str) -> u32 {
         })
         .unwrap_or_else(|| panic!("no group {group}"))
 }
+
+/// Debian's wordpress package: one codebase, a config per site in /etc/wordpress.
+pub const WORDPRESS: &str = "/usr/share/wordpress";
+
+/// A server named `server`, verified, with a verified WordPress release `release` on it.
+pub fn wordpress_release(d: &Daemon, token: &str, server: &str, release: &str) {
+    cli_ok(d, token, &["server", "verify", server, "--wait"]);
+    let project = unique("wp");
+    cli_ok(d, token, &["project", "add", &project, "--path", WORDPRESS]);
+    cli_ok(
+        d,
+        token,
+        &[
+            "release",
+            "create",
+            release,
+            "--project",
+            &project,
+            "--server",
+            server,
+        ],
+    );
+    cli_ok(d, token, &["release", "verify", release, "--wait"]);
+}

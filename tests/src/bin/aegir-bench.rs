@@ -1056,19 +1056,8 @@ fn timed(mut cmd: Command, what: &str) -> Result<f64> {
     Ok(ms)
 }
 
-fn site_bench(rounds: usize) -> Result<()> {
-    let aegird = aegir_tests::bin("aegird");
-    let aegir = aegir_tests::bin("aegir");
-    let state = tempfile::tempdir()?;
-    let d = Daemon::start(state.path(), &DaemonOpts::default());
-    let token = d.token("bench", None);
-    let cli = |args: &[&str]| {
-        let mut c = Command::new(&aegir);
-        c.args(args)
-            .env("AEGIR_URL", d.url())
-            .env("AEGIR_TOKEN", &token);
-        c
-    };
+/// The local server and a release `wp` of Debian's WordPress, both verified.
+fn local_wordpress(cli: &dyn Fn(&[&str]) -> Command) -> Result<()> {
     for args in [
         &["server", "add", "local", "--local"][..],
         &["server", "verify", "local", "--wait"],
@@ -1086,6 +1075,23 @@ fn site_bench(rounds: usize) -> Result<()> {
     ] {
         timed(cli(args), &format!("aegir {}", args.join(" ")))?;
     }
+    Ok(())
+}
+
+fn site_bench(rounds: usize) -> Result<()> {
+    let aegird = aegir_tests::bin("aegird");
+    let aegir = aegir_tests::bin("aegir");
+    let state = tempfile::tempdir()?;
+    let d = Daemon::start(state.path(), &DaemonOpts::default());
+    let token = d.token("bench", None);
+    let cli = |args: &[&str]| {
+        let mut c = Command::new(&aegir);
+        c.args(args)
+            .env("AEGIR_URL", d.url())
+            .env("AEGIR_TOKEN", &token);
+        c
+    };
+    local_wordpress(&cli)?;
     println!("# aegir-bench site");
     println!();
     println!("- aegird: {}", aegird.display());
@@ -1313,23 +1319,7 @@ fn backup_bench(db_mib: u64, files_mib: u64) -> Result<()> {
         );
         Ok(serde_json::from_slice(&out.stdout)?)
     };
-    for args in [
-        &["server", "add", "local", "--local"][..],
-        &["server", "verify", "local", "--wait"],
-        &["project", "add", "wp", "--path", "/usr/share/wordpress"],
-        &[
-            "release",
-            "create",
-            "wp",
-            "--project",
-            "wp",
-            "--server",
-            "local",
-        ],
-        &["release", "verify", "wp", "--wait"],
-    ] {
-        timed(cli(args), &format!("aegir {}", args.join(" ")))?;
-    }
+    local_wordpress(&cli)?;
     let tag = format!("{:08x}", rand::random::<u32>());
     let uri = format!("bench-backup-{tag}.test");
     timed(

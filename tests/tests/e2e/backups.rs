@@ -9,13 +9,12 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use aegir_tests::{
-    cli_ok, html_title, http_get, mysql, run_cli, site_leftovers, unique, Daemon, DaemonOpts,
+    cli_ok, html_title, http_get, mysql, run_cli, site_leftovers, unique, wordpress_release,
+    Daemon, DaemonOpts,
 };
 use serde_json::Value;
 
 use crate::daemon::{wait_final, wait_task_running};
-
-const WORDPRESS: &str = "/usr/share/wordpress";
 
 fn json(d: &Daemon, token: &str, args: &[&str]) -> Value {
     let mut all = args.to_vec();
@@ -26,23 +25,7 @@ fn json(d: &Daemon, token: &str, args: &[&str]) -> Value {
 /// A verified local server with a verified WordPress release named `release`.
 fn setup(d: &Daemon, token: &str, release: &str) {
     cli_ok(d, token, &["server", "add", "local", "--local"]);
-    cli_ok(d, token, &["server", "verify", "local", "--wait"]);
-    let project = unique("wp");
-    cli_ok(d, token, &["project", "add", &project, "--path", WORDPRESS]);
-    cli_ok(
-        d,
-        token,
-        &[
-            "release",
-            "create",
-            release,
-            "--project",
-            &project,
-            "--server",
-            "local",
-        ],
-    );
-    cli_ok(d, token, &["release", "verify", release, "--wait"]);
+    wordpress_release(d, token, "local", release);
 }
 
 fn create_site(d: &Daemon, token: &str, release: &str, uri: &str, title: &str) -> String {

@@ -4,40 +4,16 @@
 use std::time::Instant;
 
 use aegir_tests::{
-    cli_ok, group_id, html_title, http_get, run_cli, site_leftovers, unique, Daemon, DaemonOpts,
-    NetnsHost,
+    cli_ok, group_id, html_title, http_get, run_cli, site_leftovers, unique, wordpress_release,
+    Daemon, DaemonOpts, NetnsHost, WORDPRESS,
 };
 use serde_json::Value;
-
-/// Debian's wordpress package: one codebase, a config per site in /etc/wordpress.
-const WORDPRESS: &str = "/usr/share/wordpress";
 
 /// The key (database name) aegird gave an environment.
 fn db_name(d: &Daemon, token: &str, uri: &str) -> String {
     let env: Value =
         serde_json::from_str(&cli_ok(d, token, &["env", "show", uri, "--json"])).unwrap();
     env["db_name"].as_str().expect("db_name").to_string()
-}
-
-/// A server named `server`, verified, with a verified WordPress release `release` on it.
-fn wordpress_release(d: &Daemon, token: &str, server: &str, release: &str) {
-    cli_ok(d, token, &["server", "verify", server, "--wait"]);
-    let project = unique("wp");
-    cli_ok(d, token, &["project", "add", &project, "--path", WORDPRESS]);
-    cli_ok(
-        d,
-        token,
-        &[
-            "release",
-            "create",
-            release,
-            "--project",
-            &project,
-            "--server",
-            server,
-        ],
-    );
-    cli_ok(d, token, &["release", "verify", release, "--wait"]);
 }
 
 #[test]
