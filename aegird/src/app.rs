@@ -985,12 +985,11 @@ impl App {
 
     /// Queue a scheduled backup for every environment that is due (the daemon's scheduler).
     pub async fn queue_scheduled_backups(&self, default_interval: i64) -> Result<Vec<Operation>> {
-        // A failing backup is tried again after an hour (or its interval, if shorter), not at
-        // every tick.
-        let retry_after = default_interval.clamp(1, 3600);
+        // A failing backup is tried again after an hour (or its own interval, if shorter),
+        // not at every tick.
         let due = self
             .store()
-            .environments_due_for_backup(self.now(), default_interval, retry_after)
+            .environments_due_for_backup(self.now(), default_interval, 3600)
             .await?;
         let mut queued = Vec::new();
         for env in due {

@@ -13,7 +13,6 @@ use serde_json::{json, Value};
 
 use super::env::{Target, MYSQL};
 use super::layout;
-use super::shell;
 use crate::backup::{archive, retention, rewrite};
 use crate::engine::{Step, StepContext, StepError};
 use crate::model::{Backup, BackupFormat, BackupReason, Id, LogLevel};
@@ -197,22 +196,21 @@ impl Step for ArchiveStep {
 {MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`"
 rm -rf "$2""#
                 );
-                self.sh(
-                    cx,
-                    "remove the staged database and files",
-                    &script,
-                    &[&staged_db(&s.key), &staging_dir(&s.dir())],
-                )
-                .await?;
+                self.t
+                    .sh(
+                        cx,
+                        "remove the staged database and files",
+                        &script,
+                        &[&staged_db(&s.key), &staging_dir(&s.dir())],
+                    )
+                    .await?;
             }
             Kind::Switch => self.switch_back(cx).await?,
             Kind::Verify { .. } => {
-                let script = format!(r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`""#);
-                self.sh(
+                self.drop_database(
                     cx,
                     "drop the throwaway database",
-                    &script,
-                    &[&throwaway_db(cx.operation_id)],
+                    &throwaway_db(cx.operation_id),
                 )
                 .await?;
             }
@@ -241,14 +239,23 @@ async fn remove_archive(cx: &StepContext, b: &Backup) -> Result<(), StepError> {
 }
 
 impl ArchiveStep {
-    async fn sh(
+    /// An empty database named `db`, whatever was there under that name (only aegird's
+    /// scratch names are passed: `<key>__old`, a restore test's).
+    async fn fresh_database(
         &self,
         cx: &StepContext,
         what: &str,
-        script: &str,
-        args: &[&str],
-    ) -> Result<String, StepError> {
-        shell::script(cx, self.t.exec.as_ref(), what, script, args).await
+        db: &str,
+    ) -> Result<(), StepError> {
+        let script = format!(
+            r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; CREATE DATABASE \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;""#
+        );
+        self.t.sh(cx, what, &script, &[db]).await.map(drop)
+    }
+
+    async fn drop_database(&self, cx: &StepContext, what: &str, db: &str) -> Result<(), StepError> {
+        let script = format!(r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`""#);
+        self.t.sh(cx, what, &script, &[db]).await.map(drop)
     }
 
     async fn take(
@@ -265,6 +272,7 @@ fi
 {MYSQL}"$my" -N -B -e "SELECT VERSION()""#
         );
         let version = self
+            .t
             .sh(
                 cx,
                 &format!("check {} and its database server", s.dir()),
@@ -285,12 +293,18 @@ fi
             .chars()
             .filter(|c| c.is_ascii_alphanumeric())
             .collect();
-        std::fs::create_dir_all(&self.settings.dir).map_err(|e| {
-            StepError::new(format!(
-                "cannot create the backups directory {}: {e}",
-                self.settings.dir.display()
-            ))
-        })?;
+        // Archives hold the site's whole database: only aegird may list them.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.settings.dir)
+            .map_err(|e| {
+                StepError::new(format!(
+                    "cannot create the backups directory {}: {e}",
+                    self.settings.dir.display()
+                ))
+            })?;
         let dest = self
             .settings
             .dir
@@ -404,7 +418,7 @@ exec tar -c -f - --exclude=private/tmp "$@""#;
     async fn check(&self, cx: &StepContext, source: &Source) -> Result<Value, StepError> {
         let path = self.archive_path(cx, source)?;
         let p = PathBuf::from(&path);
-        let peek = tokio::task::spawn_blocking(move || crate::backup::peek::peek(&p))
+        let peek = tokio::task::spawn_blocking(move || archive::peek(&p))
             .await
             .map_err(|e| StepError::new(format!("reading {path}: {e}")))?
             .map_err(|e| StepError::new(format!("{path}: {e}")))?;
@@ -445,13 +459,14 @@ exec tar -c -f - --exclude=private/tmp "$@""#;
 rm -rf "$4"
 mkdir -m 0700 "$4""#
         );
-        self.sh(
-            cx,
-            &format!("new database {new_db} and staging directory {staging}"),
-            &prepare,
-            &[&s.dir(), &s.key, &new_db, &staging],
-        )
-        .await?;
+        self.t
+            .sh(
+                cx,
+                &format!("new database {new_db} and staging directory {staging}"),
+                &prepare,
+                &[&s.dir(), &s.key, &new_db, &staging],
+            )
+            .await?;
         // A backup of another uri (a clone, or an Aegir 3 tarball of an older name) has its
         // own URL in its content.
         let pairs = match &from_uri {
@@ -499,18 +514,19 @@ mkdir -m 0700 "$4""#
         })
         .await
         .map_err(|e| StepError::new(format!("the restore stopped: {e}")))??;
-        self.sh(
-            cx,
-            "give the restored files to the web group",
-            r#"set -e
+        self.t
+            .sh(
+                cx,
+                "give the restored files to the web group",
+                r#"set -e
 cd "$1"
 mkdir -p files private private/tmp
 chown -R -h root:"$2" files private
 find files private -type d -exec chmod 2770 {} +
 find files private -type f -exec chmod 0660 {} +"#,
-            &[&staging, layout::WEB_GROUP],
-        )
-        .await?;
+                &[&staging, layout::WEB_GROUP],
+            )
+            .await?;
         for skipped in &report.skipped {
             cx.log(LogLevel::Warning, format!("not restored: {skipped}"))
                 .await;
@@ -544,6 +560,7 @@ find files private -type f -exec chmod 0660 {} +"#,
             r#"{MYSQL}"$my" -N -B -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$1' AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME""#
         );
         Ok(self
+            .t
             .sh(cx, &format!("list the tables of {db}"), &script, &[db])
             .await?
             .lines()
@@ -572,31 +589,17 @@ find files private -type f -exec chmod 0660 {} +"#,
         }
         let sql = format!("RENAME TABLE {};\n", parts.join(", "));
         let script = format!("{MYSQL}exec \"$my\"");
-        shell::script_input(
-            cx,
-            self.t.exec.as_ref(),
-            what,
-            &script,
-            &[],
-            Some(sql.into_bytes()),
-        )
-        .await?;
+        self.t
+            .sh_input(cx, what, &script, &[], sql.into_bytes())
+            .await?;
         Ok(parts.len())
     }
 
     async fn switch(&self, cx: &StepContext) -> Result<Value, StepError> {
         let s = &self.t.site;
         let (live, new, old) = (s.key.clone(), staged_db(&s.key), previous_db(&s.key));
-        let create = format!(
-            r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; CREATE DATABASE \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;""#
-        );
-        self.sh(
-            cx,
-            &format!("database {old} for the previous tables"),
-            &create,
-            &[&old],
-        )
-        .await?;
+        self.fresh_database(cx, &format!("database {old} for the previous tables"), &old)
+            .await?;
         let moved = self
             .rename_all(
                 cx,
@@ -604,29 +607,31 @@ find files private -type f -exec chmod 0660 {} +"#,
                 &[(&live, &old), (&new, &live)],
             )
             .await?;
-        self.sh(
-            cx,
-            "switch to the restored files (previous ones kept)",
-            r#"set -e
+        self.t
+            .sh(
+                cx,
+                "switch to the restored files (previous ones kept)",
+                r#"set -e
 cd "$1"
 mkdir -p "$3"
 for d in files private; do
   if [ -e "$d" ]; then mv -T "$d" "$3/$d"; fi
   mv -T "$2/$d" "$d"
 done"#,
-            &[&s.dir(), &staging_dir(&s.dir()), &previous_dir(&s.dir())],
-        )
-        .await?;
+                &[&s.dir(), &staging_dir(&s.dir()), &previous_dir(&s.dir())],
+            )
+            .await?;
         Ok(json!({ "tables_moved": moved }))
     }
 
     /// Puts the previous database tables and files back, whatever part of the switch ran.
     async fn switch_back(&self, cx: &StepContext) -> Result<(), StepError> {
         let s = &self.t.site;
-        self.sh(
-            cx,
-            "put the previous files back",
-            r#"set -e
+        self.t
+            .sh(
+                cx,
+                "put the previous files back",
+                r#"set -e
 cd "$1"
 [ -d "$3" ] || exit 0
 mkdir -p "$2"
@@ -637,9 +642,9 @@ for d in files private; do
   fi
 done
 rmdir "$3""#,
-            &[&s.dir(), &staging_dir(&s.dir()), &previous_dir(&s.dir())],
-        )
-        .await?;
+                &[&s.dir(), &staging_dir(&s.dir()), &previous_dir(&s.dir())],
+            )
+            .await?;
         let (live, new, old) = (s.key.clone(), staged_db(&s.key), previous_db(&s.key));
         if !self.tables(cx, &old).await?.is_empty() {
             self.rename_all(
@@ -650,8 +655,7 @@ rmdir "$3""#,
             .await?;
         }
         // Empty now (or never filled): nothing of the site is in it.
-        let drop = format!(r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`""#);
-        self.sh(cx, &format!("drop the empty {old}"), &drop, &[&old])
+        self.drop_database(cx, &format!("drop the empty {old}"), &old)
             .await?;
         Ok(())
     }
@@ -663,18 +667,19 @@ rmdir "$3""#,
 {MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; DROP DATABASE IF EXISTS \`$2\`;"
 rm -rf "$3" "$4""#
         );
-        self.sh(
-            cx,
-            "drop the previous database and files",
-            &script,
-            &[
-                &previous_db(&s.key),
-                &staged_db(&s.key),
-                &previous_dir(&s.dir()),
-                &staging_dir(&s.dir()),
-            ],
-        )
-        .await?;
+        self.t
+            .sh(
+                cx,
+                "drop the previous database and files",
+                &script,
+                &[
+                    &previous_db(&s.key),
+                    &staged_db(&s.key),
+                    &previous_dir(&s.dir()),
+                    &staging_dir(&s.dir()),
+                ],
+            )
+            .await?;
         Ok(json!({}))
     }
 
@@ -708,10 +713,7 @@ rm -rf "$3" "$4""#
         .await;
         let report = if restore_test {
             let db = throwaway_db(cx.operation_id);
-            let create = format!(
-                r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; CREATE DATABASE \`$1\` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci;""#
-            );
-            self.sh(cx, &format!("throwaway database {db}"), &create, &[&db])
+            self.fresh_database(cx, &format!("throwaway database {db}"), &db)
                 .await?;
             let import_script = format!(r#"{MYSQL}exec "$my" "$1""#);
             let import = self
@@ -726,8 +728,7 @@ rm -rf "$3" "$4""#
             .await
             .map_err(|e| StepError::new(format!("the restore test stopped: {e}")))??;
             let tables = self.tables(cx, &db).await?;
-            let drop = format!(r#"{MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`""#);
-            self.sh(cx, &format!("drop {db}"), &drop, &[&db]).await?;
+            self.drop_database(cx, &format!("drop {db}"), &db).await?;
             if tables.is_empty() && report.database_bytes > 0 {
                 return Err(StepError::new(format!(
                     "the database of backup {} imported into no tables",

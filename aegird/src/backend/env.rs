@@ -35,6 +35,31 @@ pub struct Target {
     pub exec: Arc<dyn HostExecutor>,
 }
 
+impl Target {
+    /// A logged script on the environment's host (see [`shell::script`]).
+    pub(super) async fn sh(
+        &self,
+        cx: &StepContext,
+        what: &str,
+        script: &str,
+        args: &[&str],
+    ) -> Result<String, StepError> {
+        shell::script(cx, self.exec.as_ref(), what, script, args).await
+    }
+
+    /// [`Target::sh`] with `input` on its standard input.
+    pub(super) async fn sh_input(
+        &self,
+        cx: &StepContext,
+        what: &str,
+        script: &str,
+        args: &[&str],
+        input: Vec<u8>,
+    ) -> Result<String, StepError> {
+        shell::script_input(cx, self.exec.as_ref(), what, script, args, Some(input)).await
+    }
+}
+
 /// What the archive operations add to an environment plan.
 pub struct Archives {
     pub settings: Arc<backup::Settings>,
@@ -385,14 +410,15 @@ impl Step for EnvStep {
         let s = &self.t.site;
         match self.kind {
             Kind::Claim => {
-                self.sh(
-                    cx,
-                    &format!("remove the site directory {}", s.dir()),
-                    r#"rm -rf "$1.new-$3"
+                self.t
+                    .sh(
+                        cx,
+                        &format!("remove the site directory {}", s.dir()),
+                        r#"rm -rf "$1.new-$3"
 if [ "$(cat "$2" 2>/dev/null)" = "$3" ]; then rm -rf "$1"; fi"#,
-                    &[&s.dir(), &s.marker(), &s.key],
-                )
-                .await?;
+                        &[&s.dir(), &s.marker(), &s.key],
+                    )
+                    .await?;
             }
             Kind::Database { create: true } => {
                 let script = format!(
@@ -401,32 +427,35 @@ if [ "$(cat "$2" 2>/dev/null)" = "$3" ]; then rm -rf "$1"; fi"#,
 {MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$2\`; DROP USER IF EXISTS '$2'@'localhost';"
 rm -f "$1/.database""#
                 );
-                self.sh(
-                    cx,
-                    &format!("drop database and user {}", s.key),
-                    &script,
-                    &[&s.dir(), &s.key],
-                )
-                .await?;
+                self.t
+                    .sh(
+                        cx,
+                        &format!("drop database and user {}", s.key),
+                        &script,
+                        &[&s.dir(), &s.key],
+                    )
+                    .await?;
             }
             Kind::Files if matches!(s.app, AppKind::Drupal | AppKind::Drupal7) => {
-                self.sh(
-                    cx,
-                    &format!("remove {}", s.drupal_site_dir()),
-                    r#"rm -rf "$1.new-$2"
+                self.t
+                    .sh(
+                        cx,
+                        &format!("remove {}", s.drupal_site_dir()),
+                        r#"rm -rf "$1.new-$2"
 if [ "$(cat "$1/.aegir-env" 2>/dev/null)" = "$2" ]; then rm -rf "$1"; fi"#,
-                    &[&s.drupal_site_dir(), &s.key],
-                )
-                .await?;
+                        &[&s.drupal_site_dir(), &s.key],
+                    )
+                    .await?;
             }
             Kind::Settings if s.app == AppKind::Wordpress => {
-                self.sh(
-                    cx,
-                    &format!("remove {}", s.wordpress_config_file()),
-                    r#"if grep -qF "(aegir-env $2)" "$1" 2>/dev/null; then rm -f "$1"; fi"#,
-                    &[&s.wordpress_config_file(), &s.key],
-                )
-                .await?;
+                self.t
+                    .sh(
+                        cx,
+                        &format!("remove {}", s.wordpress_config_file()),
+                        r#"if grep -qF "(aegir-env $2)" "$1" 2>/dev/null; then rm -f "$1"; fi"#,
+                        &[&s.wordpress_config_file(), &s.key],
+                    )
+                    .await?;
             }
             Kind::Vhost { undo, .. } => match undo {
                 VhostUndo::Keep => {}
@@ -439,13 +468,14 @@ if grep -qF "(aegir-env $2)" "$1" 2>/dev/null; then rm -f "$1"; {reload}fi
 rm -f "$1.aegir-new""#,
                         reload = nginx::RELOAD
                     );
-                    self.sh(
-                        cx,
-                        &format!("remove the vhost {}", s.vhost_file()),
-                        &script,
-                        &[&s.vhost_file(), &s.key, layout::NGINX_LOCK],
-                    )
-                    .await?;
+                    self.t
+                        .sh(
+                            cx,
+                            &format!("remove the vhost {}", s.vhost_file()),
+                            &script,
+                            &[&s.vhost_file(), &s.key, layout::NGINX_LOCK],
+                        )
+                        .await?;
                 }
                 VhostUndo::Render(previous) => {
                     self.vhost(cx, previous, false).await?;
@@ -466,30 +496,32 @@ flock 9
 if [ -e "$2" ] && [ ! -e "$1" ]; then mv -f "$2" "$1"; {reload}fi"#,
                     reload = nginx::RELOAD
                 );
-                self.sh(
-                    cx,
-                    &format!("put the vhost {} back", s.vhost_file()),
-                    &script,
-                    &[&s.vhost_file(), &s.vhost_aside(), layout::NGINX_LOCK],
-                )
-                .await?;
+                self.t
+                    .sh(
+                        cx,
+                        &format!("put the vhost {} back", s.vhost_file()),
+                        &script,
+                        &[&s.vhost_file(), &s.vhost_aside(), layout::NGINX_LOCK],
+                    )
+                    .await?;
             }
             Kind::MoveAside => {
-                self.sh(
-                    cx,
-                    &format!("put the files of {} back", s.uri),
-                    r#"set -e
+                self.t
+                    .sh(
+                        cx,
+                        &format!("put the files of {} back", s.uri),
+                        r#"set -e
 back() { if [ -e "$2" ] && [ ! -e "$1" ]; then mv -f "$2" "$1"; fi; }
 back "$1" "$2"
 back "$3" "$4"
 back "$5" "$6""#,
-                    &self
-                        .aside_pairs()
-                        .iter()
-                        .map(String::as_str)
-                        .collect::<Vec<_>>(),
-                )
-                .await?;
+                        &self
+                            .aside_pairs()
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>(),
+                    )
+                    .await?;
             }
             _ => {}
         }
@@ -498,27 +530,6 @@ back "$5" "$6""#,
 }
 
 impl EnvStep {
-    async fn sh(
-        &self,
-        cx: &StepContext,
-        what: &str,
-        script: &str,
-        args: &[&str],
-    ) -> Result<String, StepError> {
-        shell::script(cx, self.t.exec.as_ref(), what, script, args).await
-    }
-
-    async fn sh_input(
-        &self,
-        cx: &StepContext,
-        what: &str,
-        script: &str,
-        args: &[&str],
-        input: Vec<u8>,
-    ) -> Result<String, StepError> {
-        shell::script_input(cx, self.t.exec.as_ref(), what, script, args, Some(input)).await
-    }
-
     /// Write a file the site's key names, then give it to the web group; true if it differed
     /// from what was there (drift, on verify).
     async fn write(
@@ -531,13 +542,14 @@ impl EnvStep {
     ) -> Result<bool, StepError> {
         let changed = shell::write(cx, self.t.exec.as_ref(), path, contents, mode).await?;
         if let Some(group) = group {
-            self.sh(
-                cx,
-                &format!("chgrp {group} {path}"),
-                r#"chgrp "$2" "$1""#,
-                &[path, group],
-            )
-            .await?;
+            self.t
+                .sh(
+                    cx,
+                    &format!("chgrp {group} {path}"),
+                    r#"chgrp "$2" "$1""#,
+                    &[path, group],
+                )
+                .await?;
         }
         if changed {
             cx.info(format!("{path}: written")).await;
@@ -549,10 +561,11 @@ impl EnvStep {
     /// a crash never leaves a directory that undo cannot tell is ours.
     async fn claim(&self, cx: &StepContext) -> Result<Value, StepError> {
         let s = &self.t.site;
-        self.sh(
-            cx,
-            &format!("create the site directory {}", s.dir()),
-            r#"set -e
+        self.t
+            .sh(
+                cx,
+                &format!("create the site directory {}", s.dir()),
+                r#"set -e
 if [ -e "$1" ]; then
   if [ "$(cat "$2" 2>/dev/null)" != "$3" ]; then
     echo "$1 already exists and belongs to another site; remove it or pick another uri" >&2; exit 1
@@ -567,23 +580,24 @@ rm -rf "$1.new-$3"
 mkdir -m 0755 "$1.new-$3"
 printf '%s\n' "$3" > "$1.new-$3/.aegir-env"
 mv -T "$1.new-$3" "$1""#,
-            &[&s.dir(), &s.marker(), &s.key, &s.vhost_file()],
-        )
-        .await?;
+                &[&s.dir(), &s.marker(), &s.key, &s.vhost_file()],
+            )
+            .await?;
         Ok(json!({ "dir": s.dir() }))
     }
 
     async fn check_site(&self, cx: &StepContext) -> Result<Value, StepError> {
         let s = &self.t.site;
-        self.sh(
-            cx,
-            &format!("check the site directory {}", s.dir()),
-            r#"if [ "$(cat "$2" 2>/dev/null)" != "$3" ]; then
+        self.t
+            .sh(
+                cx,
+                &format!("check the site directory {}", s.dir()),
+                r#"if [ "$(cat "$2" 2>/dev/null)" != "$3" ]; then
   echo "$1 is missing or belongs to another site" >&2; exit 1
 fi"#,
-            &[&s.dir(), &s.marker(), &s.key],
-        )
-        .await?;
+                &[&s.dir(), &s.marker(), &s.key],
+            )
+            .await?;
         Ok(json!({ "dir": s.dir() }))
     }
 
@@ -591,6 +605,7 @@ fi"#,
         let s = &self.t.site;
         let fresh = serde_json::to_vec(&Secrets::new()).expect("secrets serialise");
         let made = self
+            .t
             .sh_input(
                 cx,
                 &format!("keep the site's secrets in {}", s.secrets_file()),
@@ -610,6 +625,7 @@ echo made"#,
     async fn read_secrets(&self, cx: &StepContext) -> Result<Secrets, StepError> {
         let s = &self.t.site;
         let text = self
+            .t
             .sh(
                 cx,
                 &format!("read the site's secrets from {}", s.secrets_file()),
@@ -655,6 +671,7 @@ echo "$n$u""#
         );
         let mode = if create { "create" } else { "verify" };
         let found = self
+            .t
             .sh_input(
                 cx,
                 &format!("database and user {} with access to it alone", s.key),
@@ -670,25 +687,27 @@ echo "$n$u""#
     /// the application keeps per site: WordPress's login plugin, Drupal's `sites/<uri>`.
     async fn files(&self, cx: &StepContext) -> Result<Value, StepError> {
         let s = &self.t.site;
-        self.sh(
-            cx,
-            &format!("files directories of {}", s.uri),
-            r#"set -e
+        self.t
+            .sh(
+                cx,
+                &format!("files directories of {}", s.uri),
+                r#"set -e
 for d in "$1/files" "$1/private" "$1/private/tmp"; do
   mkdir -p "$d"; chgrp "$2" "$d"; chmod 2770 "$d"
 done"#,
-            &[&s.dir(), layout::WEB_GROUP],
-        )
-        .await?;
+                &[&s.dir(), layout::WEB_GROUP],
+            )
+            .await?;
         match s.app {
             AppKind::Wordpress => {
-                self.sh(
-                    cx,
-                    "must-use plugin directory",
-                    r#"mkdir -p "$1" && chmod 0755 "$1""#,
-                    &[&s.mu_plugins_dir()],
-                )
-                .await?;
+                self.t
+                    .sh(
+                        cx,
+                        "must-use plugin directory",
+                        r#"mkdir -p "$1" && chmod 0755 "$1""#,
+                        &[&s.mu_plugins_dir()],
+                    )
+                    .await?;
                 self.write(
                     cx,
                     &format!("{}/aegir-login.php", s.mu_plugins_dir()),
@@ -699,7 +718,7 @@ done"#,
                 .await?;
             }
             AppKind::Drupal | AppKind::Drupal7 => {
-                self.sh(
+                self.t.sh(
                     cx,
                     &format!("create {}", s.drupal_site_dir()),
                     r#"set -e
@@ -729,7 +748,7 @@ ln -sfn "$3" "$1/files""#,
         let secrets = self.read_secrets(cx).await?;
         let changed = match s.app {
             AppKind::Wordpress => {
-                self.sh(
+                self.t.sh(
                     cx,
                     "check that the release reads per-site configuration",
                     r#"grep -qF "/etc/wordpress/config-" "$1/wp-config.php" 2>/dev/null || {
@@ -781,17 +800,18 @@ ln -sfn "$3" "$1/files""#,
     ) -> Result<Value, StepError> {
         let s = &self.t.site;
         let pool = layout::pool_socket(&s.php);
-        self.sh(
-            cx,
-            "check aegird's nginx include and php-fpm pool",
-            r#"[ -e "$1" ] || { echo "$1 is missing: run aegir server verify" >&2; exit 1; }
+        self.t
+            .sh(
+                cx,
+                "check aegird's nginx include and php-fpm pool",
+                r#"[ -e "$1" ] || { echo "$1 is missing: run aegir server verify" >&2; exit 1; }
 [ -S "$2" ] || { echo "php-fpm pool socket $2 is missing: run aegir server verify" >&2; exit 1; }
 if [ -e "$3" ] && ! grep -qF "(aegir-env $4)" "$3"; then
   echo "$3 exists and is not aegird's vhost for this site" >&2; exit 1
 fi"#,
-            &[layout::NGINX_INCLUDE, &pool, &s.vhost_file(), &s.key],
-        )
-        .await?;
+                &[layout::NGINX_INCLUDE, &pool, &s.vhost_file(), &s.key],
+            )
+            .await?;
         let text = nginx::vhost(s, serving);
         let installed = nginx::install(cx, self.t.exec.as_ref(), &s.vhost_file(), &text).await?;
         if report_drift && installed == nginx::Installed::Replaced {
@@ -815,6 +835,7 @@ fi"#,
         let candidates = drupal::drush_candidates(&self.t.site);
         let args: Vec<&str> = candidates.iter().map(String::as_str).collect();
         let found = self
+            .t
             .sh(
                 cx,
                 "look for drush in the release",
@@ -837,13 +858,14 @@ fi"#,
         argv.extend(all.iter().map(String::as_str));
         // Files drush makes under the setgid files directories must stay writable by the
         // web group, or php-fpm cannot update them later.
-        self.sh(
-            cx,
-            &format!("drush {}", all.join(" ")),
-            r#"umask 002; exec "$@""#,
-            &argv,
-        )
-        .await
+        self.t
+            .sh(
+                cx,
+                &format!("drush {}", all.join(" ")),
+                r#"umask 002; exec "$@""#,
+                &argv,
+            )
+            .await
     }
 
     /// Run one of the WordPress driver's PHP scripts as the site (Debian's wp-config.php
@@ -860,15 +882,16 @@ fi"#,
         let root = s.docroot_path();
         let mut argv = vec![s.uri.as_str(), config.as_str(), root.as_str()];
         argv.extend_from_slice(args);
-        self.sh_input(
-            cx,
-            what,
-            r#"host=$1 config=$2; shift 2
+        self.t
+            .sh_input(
+                cx,
+                what,
+                r#"host=$1 config=$2; shift 2
 HTTP_HOST=$host WORDPRESS_CONFIG=$config exec php -- "$@""#,
-            &argv,
-            script.into_bytes(),
-        )
-        .await
+                &argv,
+                script.into_bytes(),
+            )
+            .await
     }
 
     async fn app_install(&self, cx: &StepContext) -> Result<Value, StepError> {
@@ -942,18 +965,19 @@ flock 9
 if grep -qF "(aegir-env $4)" "$1" 2>/dev/null; then mv -f "$1" "$2"; {reload}fi"#,
             reload = nginx::RELOAD
         );
-        self.sh(
-            cx,
-            &format!("take {} offline", s.uri),
-            &script,
-            &[
-                &s.vhost_file(),
-                &s.vhost_aside(),
-                layout::NGINX_LOCK,
-                &s.key,
-            ],
-        )
-        .await?;
+        self.t
+            .sh(
+                cx,
+                &format!("take {} offline", s.uri),
+                &script,
+                &[
+                    &s.vhost_file(),
+                    &s.vhost_aside(),
+                    layout::NGINX_LOCK,
+                    &s.key,
+                ],
+            )
+            .await?;
         Ok(json!({ "vhost": s.vhost_aside() }))
     }
 
@@ -964,18 +988,19 @@ if grep -qF "(aegir-env $4)" "$1" 2>/dev/null; then mv -f "$1" "$2"; {reload}fi"
         let pairs = self.aside_pairs();
         let mut args: Vec<&str> = pairs.iter().map(String::as_str).collect();
         args.push(&s.key);
-        self.sh(
-            cx,
-            &format!("set the files of {} aside", s.uri),
-            r#"set -e
+        self.t
+            .sh(
+                cx,
+                &format!("set the files of {} aside", s.uri),
+                r#"set -e
 key="$7"
 ours() { [ "$(cat "$1/.aegir-env" 2>/dev/null)" = "$key" ]; }
 if ours "$1"; then mv -f "$1" "$2"; fi
 if ours "$3"; then mv -f "$3" "$4"; fi
 if grep -qF "(aegir-env $7)" "$5" 2>/dev/null; then mv -f "$5" "$6"; fi"#,
-            &args,
-        )
-        .await?;
+                &args,
+            )
+            .await?;
         Ok(json!({}))
     }
 
@@ -986,22 +1011,23 @@ if grep -qF "(aegir-env $7)" "$5" 2>/dev/null; then mv -f "$5" "$6"; fi"#,
 {MYSQL}"$my" -e "DROP DATABASE IF EXISTS \`$1\`; DROP USER IF EXISTS '$1'@'localhost';"
 rm -rf "$2" "$3" "$4" "$5""#
         );
-        self.sh(
-            cx,
-            &format!(
-                "drop database and user {} and remove the site's files",
-                s.key
-            ),
-            &script,
-            &[
-                &s.key,
-                &s.dir_aside(),
-                &s.drupal_site_aside(),
-                &s.wordpress_config_aside(),
-                &s.vhost_aside(),
-            ],
-        )
-        .await?;
+        self.t
+            .sh(
+                cx,
+                &format!(
+                    "drop database and user {} and remove the site's files",
+                    s.key
+                ),
+                &script,
+                &[
+                    &s.key,
+                    &s.dir_aside(),
+                    &s.drupal_site_aside(),
+                    &s.wordpress_config_aside(),
+                    &s.vhost_aside(),
+                ],
+            )
+            .await?;
         use EnvironmentStatus as S;
         cx.store()
             .set_environment_status(

@@ -643,21 +643,7 @@ pub struct Report {
 /// Nothing unsafe is ever delivered.
 pub fn read(path: &Path, limits: Limits, sink: &mut dyn Sink) -> Result<Report, ArchiveError> {
     let open_context = format!("reading {}", path.display());
-    let mut file = File::open(path).map_err(io_error(&open_context))?;
-    let mut magic = [0u8; 4];
-    let got = read_up_to(&mut file, &mut magic).map_err(io_error(&open_context))?;
-    let format = if got == 4 && magic == ZSTD_MAGIC {
-        Format::Aegir
-    } else if got >= 2 && magic[..2] == GZIP_MAGIC {
-        Format::Aegir3
-    } else {
-        return Err(ArchiveError::NotABackup(format!(
-            "{} is neither zstd nor gzip",
-            path.display()
-        )));
-    };
-    file.seek(SeekFrom::Start(0))
-        .map_err(io_error(&open_context))?;
+    let (format, file) = open_archive(path)?;
     // Shares the file offset, so after decoding it reads exactly what the decoders left.
     let mut rest = file.try_clone().map_err(io_error(&open_context))?;
 
@@ -730,16 +716,15 @@ struct SeenMember {
     target: Option<String>,
 }
 
-fn read_ours<R: Read>(
-    mut archive: tar::Archive<R>,
+/// The first member, header.json, read and checked: what the archive is a backup of, and
+/// that this build reads its format.
+fn read_header<R: Read>(
+    entries: &mut tar::Entries<'_, R>,
+    parser: &mut Parser,
     budget: &Budget,
-    sink: &mut dyn Sink,
-) -> Result<Report, ArchiveError> {
-    let on_error = |e: io::Error| budget.stream_error("reading the archive", e);
-    let mut entries = archive.entries().map_err(on_error)?.raw(true);
-    let mut parser = Parser::default();
-
-    let Some((first, mut entry)) = parser.next(&mut entries, budget, &on_error)? else {
+    on_error: &dyn Fn(io::Error) -> ArchiveError,
+) -> Result<HeaderDoc, ArchiveError> {
+    let Some((first, mut entry)) = parser.next(entries, budget, on_error)? else {
         return Err(ArchiveError::NotABackup("the archive is empty".to_string()));
     };
     if normalize_path(&first.name).ok().as_deref() != Some(HEADER_MEMBER)
@@ -772,6 +757,101 @@ fn read_ours<R: Read>(
             header_doc.version
         )));
     }
+
+    Ok(header_doc)
+}
+
+/// The file opened at its start, and its format by its magic bytes.
+fn open_archive(path: &Path) -> Result<(Format, File), ArchiveError> {
+    let open_context = format!("reading {}", path.display());
+    let mut file = File::open(path).map_err(io_error(&open_context))?;
+    let mut magic = [0u8; 4];
+    let got = read_up_to(&mut file, &mut magic).map_err(io_error(&open_context))?;
+    let format = if got == 4 && magic == ZSTD_MAGIC {
+        Format::Aegir
+    } else if got >= 2 && magic[..2] == GZIP_MAGIC {
+        Format::Aegir3
+    } else {
+        return Err(ArchiveError::NotABackup(format!(
+            "{} is neither zstd nor gzip",
+            path.display()
+        )));
+    };
+    file.seek(SeekFrom::Start(0))
+        .map_err(io_error(&open_context))?;
+    Ok((format, file))
+}
+
+/// What [`peek`] found.
+#[derive(Debug, Clone)]
+pub struct Peek {
+    pub format: Format,
+    /// Ours only: Aegir 3 tarballs carry no header (their uri is in their name).
+    pub header: Option<Header>,
+}
+
+impl Peek {
+    pub fn format_name(&self) -> &'static str {
+        match self.format {
+            Format::Aegir => "aegir",
+            Format::Aegir3 => "aegir3",
+        }
+    }
+}
+
+/// A first look, before anything is changed: the format and, for ours, the checked header,
+/// read from the first member without decompressing the rest. An Aegir 3 tarball has no
+/// header: only its first tar block is checked here; `read` checks every member.
+pub fn peek(path: &Path) -> Result<Peek, ArchiveError> {
+    let (format, file) = open_archive(path)?;
+    // The header is at most MAX_HEADER_JSON; the budget only has to let it through.
+    let budget = Budget::new(Limits {
+        max_bytes: 2 * MAX_HEADER_JSON,
+        max_entries: 2,
+    });
+    match format {
+        Format::Aegir => {
+            let decoder = zstd::stream::read::Decoder::new(file)
+                .map_err(io_error("starting zstd decompression"))?;
+            let mut archive = tar::Archive::new(CountingReader {
+                inner: decoder,
+                budget: &budget,
+            });
+            let on_error = |e: io::Error| budget.stream_error("reading the archive", e);
+            let mut entries = archive.entries().map_err(on_error)?.raw(true);
+            let doc = read_header(&mut entries, &mut Parser::default(), &budget, &on_error)?;
+            Ok(Peek {
+                format,
+                header: Some(doc.header),
+            })
+        }
+        Format::Aegir3 => {
+            let mut block = [0u8; 512];
+            let got = read_up_to(&mut flate2::read::GzDecoder::new(file), &mut block)
+                .map_err(|e| ArchiveError::Corrupt(format!("not a gzip-compressed tar: {e}")))?;
+            if got < block.len() || &block[257..262] != b"ustar" {
+                return Err(ArchiveError::NotABackup(
+                    "a gzip file, but not of a tar archive".into(),
+                ));
+            }
+            Ok(Peek {
+                format,
+                header: None,
+            })
+        }
+    }
+}
+
+fn read_ours<R: Read>(
+    mut archive: tar::Archive<R>,
+    budget: &Budget,
+    sink: &mut dyn Sink,
+) -> Result<Report, ArchiveError> {
+    let on_error = |e: io::Error| budget.stream_error("reading the archive", e);
+    let mut entries = archive.entries().map_err(on_error)?.raw(true);
+    let mut parser = Parser::default();
+
+    let header_doc = read_header(&mut entries, &mut parser, budget, &on_error)?;
 
     let mut checker = Checker::new(true);
     let mut seen: HashMap<String, SeenMember> = HashMap::new();
@@ -1943,6 +2023,47 @@ mod tests {
         );
         writer.add_tree(&mut &tree[..]).unwrap();
         writer.finish().unwrap()
+    }
+
+    #[test]
+    fn peek_reads_the_header_and_tells_formats_apart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ours_path = tmp.path().join("ours.tar.zst");
+        fs::write(
+            &ours_path,
+            ours(|t| {
+                t.file("files/a.txt", b"a");
+            }),
+        )
+        .unwrap();
+        let p = peek(&ours_path).unwrap();
+        assert_eq!((p.format_name(), p.header), ("aegir", Some(header())));
+
+        let a3 = tmp.path().join("a3.tar.gz");
+        fs::write(&a3, aegir3(|_| {})).unwrap();
+        let p = peek(&a3).unwrap();
+        assert_eq!((p.format_name(), p.header), ("aegir3", None));
+
+        for (name, bytes) in [
+            ("headerless.tar.zst", {
+                let mut t = RawTar::new();
+                t.file("database/000000.sql", b"SELECT 1;");
+                zst(&t.end())
+            }),
+            (
+                "gzip-not-tar.tar.gz",
+                gz(b"just some text, not a tar archive"),
+            ),
+            ("plain.tar", RawTar::new().file("x", b"x").end()),
+        ] {
+            let path = tmp.path().join(name);
+            fs::write(&path, bytes).unwrap();
+            let err = peek(&path).unwrap_err();
+            assert!(
+                matches!(err, ArchiveError::NotABackup(_) | ArchiveError::Corrupt(_)),
+                "{name}: {err}"
+            );
+        }
     }
 
     #[test]

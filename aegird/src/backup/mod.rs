@@ -2,6 +2,5 @@
 //! check, extract safely), the URL rewrite a clone applies to a dump, and retention.
 
 pub mod archive;
-pub mod peek;
 pub mod retention;
 pub mod rewrite;

@@ -4,6 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::http::{Client, ClientError};
@@ -869,12 +870,7 @@ fn absolute(path: &str) -> String {
 
 /// "3h ago" from an RFC 3339 timestamp.
 fn age(ts: &Value) -> String {
-    let Some(ms) = ts
-        .as_str()
-        .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64)
-    else {
+    let Ok(Timestamp(ms)) = Timestamp::deserialize(ts) else {
         return "-".into();
     };
     let now = std::time::SystemTime::now()

@@ -642,13 +642,14 @@ impl Store {
 
     /// Active environments whose last good backup is older than their interval
     /// (`default_interval` seconds unless they set their own), with nothing queued or running
-    /// on them, and whose last failed backup is older than `retry_after` seconds (so a failing
-    /// backup is retried, not re-queued at every tick).
+    /// on them, and whose last failed backup is older than `retry_cap` seconds or their
+    /// interval, whichever is shorter (so a failing backup is retried, not re-queued at
+    /// every tick).
     pub async fn environments_due_for_backup(
         &self,
         now: Timestamp,
         default_interval: i64,
-        retry_after: i64,
+        retry_cap: i64,
     ) -> Result<Vec<Environment>> {
         let rows = sqlx::query(&format!(
             "SELECT * FROM ({ENV_SELECT} WHERE e.status = 'active' \
@@ -657,13 +658,15 @@ impl Store {
                    AND o.target_id = e.id AND o.status IN ('queued', 'running')) \
                AND NOT EXISTS (SELECT 1 FROM operations o WHERE o.target_type = 'environment' \
                    AND o.target_id = e.id AND o.kind = 'env.backup' \
-                   AND o.status IN ('failed', 'cancelled', 'interrupted') AND o.created_at > $2)) x \
+                   AND o.status IN ('failed', 'cancelled', 'interrupted') \
+                   AND o.created_at > $3 - 1000 * CASE WHEN COALESCE(e.backup_interval, $1) < $2 \
+                       THEN COALESCE(e.backup_interval, $1) ELSE $2 END)) x \
              WHERE x.last_backup_at IS NULL \
                 OR x.last_backup_at <= $3 - COALESCE(x.backup_interval, $1) * 1000 \
              ORDER BY x.id"
         ))
         .bind(default_interval)
-        .bind(now.0 - retry_after * 1000)
+        .bind(retry_cap)
         .bind(now.0)
         .fetch_all(&self.pool)
         .await?;

@@ -33,7 +33,7 @@ use aegird::engine::{
 };
 use aegird::model::{
     EnvironmentStatus, HttpsMode, Id, OperationKind, OperationStatus, ProjectSource, TargetRef,
-    TargetType,
+    TargetType, Timestamp,
 };
 use aegird::store::{NewEnvironmentRow, NewReleaseRow, NewServerRow, OperationFilter, Store};
 use anyhow::{bail, ensure, Context, Result};
@@ -1274,11 +1274,7 @@ fn dir_bytes(dir: &Path) -> u64 {
 /// Seconds between two RFC 3339 timestamps of the API.
 fn secs_between(from: &serde_json::Value, to: &serde_json::Value) -> f64 {
     let at = |v: &serde_json::Value| {
-        v.as_str()
-            .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0)
+        serde_json::from_value::<Timestamp>(v.clone()).map_or(0.0, |t| t.0 as f64 / 1000.0)
     };
     at(to) - at(from)
 }
