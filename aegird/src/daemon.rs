@@ -109,6 +109,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     }
     let mut backups = crate::backend::backup::Settings::new(&cfg.backups.dir);
     backups.retention = cfg.backups.retention;
+    backups.level = cfg.backups.level;
     let planner: Arc<dyn Planner> = Arc::new(
         HostPlanner::new(&cfg.state_dir)
             .with_releases_dir(cfg.releases_dir.clone())

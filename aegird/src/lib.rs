@@ -18,3 +18,10 @@ pub mod daemon;
 pub mod engine;
 pub mod model;
 pub mod store;
+
+/// This build's version: `AEGIR_VERSION` when `cargo xtask dist` builds a release of a tag,
+/// else the crate's own, so `--version`, the packages and the image all name the same one.
+pub const VERSION: &str = match option_env!("AEGIR_VERSION") {
+    Some(v) => v,
+    None => env!("CARGO_PKG_VERSION"),
+};

@@ -113,6 +113,20 @@ pub fn capture(cmd: &mut Command) -> Result<Output> {
         .with_context(|| format!("cannot start `{}`", display(cmd)))
 }
 
+/// Runs `cmd` and returns its standard output; fails with its standard error if it fails.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = capture(cmd)?;
+    if !out.status.success() {
+        anyhow::bail!(
+            "`{}` failed ({}): {}",
+            display(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    String::from_utf8(out.stdout).with_context(|| format!("`{}` printed non-UTF-8", display(cmd)))
+}
+
 /// Whether `cmd` runs and exits 0, with all its output discarded.
 pub fn succeeds(cmd: &mut Command) -> bool {
     cmd.stdin(Stdio::null())

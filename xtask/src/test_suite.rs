@@ -16,6 +16,8 @@ pub struct Options {
     pub install: bool,
     /// Appended to `cargo test --workspace`.
     pub cargo_test_args: Vec<String>,
+    /// After the tests: dist, check-dist --rebuild, test-install and test-pipeline.
+    pub packaging: bool,
 }
 
 pub fn run(root: &Path, options: &Options) -> Result<()> {
@@ -23,6 +25,8 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let postgres_url = postgres::ensure(&mut apt)?;
     services::ensure(&mut apt)?;
     services::start()?;
+    // The k3s profile test validates the manifests with it.
+    crate::tools::kubernetes_validate(options.install)?;
 
     let cargo = |args: &[&str]| {
         let mut cargo = cmd::cargo();
@@ -30,19 +34,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         cargo
     };
     if options.lint {
-        ensure_lint_tools(root)?;
-        step("cargo fmt", &mut cargo(&["fmt", "--all", "--check"]))?;
-        step(
-            "cargo clippy",
-            &mut cargo(&[
-                "clippy",
-                "--workspace",
-                "--all-targets",
-                "--",
-                "-D",
-                "warnings",
-            ]),
-        )?;
+        lint(root)?;
     }
     // Built first so the end-to-end tests find the aegird and aegir binaries they run.
     step(
@@ -62,11 +54,72 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
         print_tally(&tally);
         bail!("step `cargo test` ran no test");
     }
+    if options.packaging {
+        packaging(root, options.install)?;
+    }
     cmd::header("All tests passed");
     // Last, on a line of its own: cargo's own last lines are those of its (often empty)
     // doc-test runs, which say nothing about the suite.
     print_tally(&tally);
     Ok(())
+}
+
+/// The release checks, in the order a release needs them: the artifacts (built twice, to
+/// prove them reproducible), their gates, real installs, and the pipeline that makes them.
+fn packaging(root: &Path, install: bool) -> Result<()> {
+    cmd::header("Packaging: cargo xtask dist");
+    crate::dist::run(
+        root,
+        &crate::dist::Options {
+            version: None,
+            out: None,
+            build_dir: None,
+            install,
+        },
+    )?;
+    cmd::header("Packaging: cargo xtask check-dist --rebuild");
+    crate::check_dist::run(
+        root,
+        &crate::check_dist::Options {
+            out: None,
+            install,
+            rebuild: true,
+        },
+    )?;
+    cmd::header("Packaging: cargo xtask test-install");
+    crate::test_install::run(root, &crate::test_install::Options { out: None, install })?;
+    cmd::header("Packaging: cargo xtask test-pipeline");
+    // The suite has just run in full: the pipeline's own test job runs one test through the
+    // same command, which is what the pipeline test is about.
+    crate::test_pipeline::run(
+        root,
+        &crate::test_pipeline::Options {
+            install,
+            test_args: "-- time::tests::known_dates".into(),
+        },
+    )
+}
+
+/// `cargo fmt --check` and `cargo clippy -D warnings` over the whole workspace.
+pub fn lint(root: &Path) -> Result<()> {
+    ensure_lint_tools(root)?;
+    let cargo = |args: &[&str]| {
+        let mut cargo = cmd::cargo();
+        cargo.current_dir(root).args(args);
+        cargo
+    };
+    step("cargo fmt", &mut cargo(&["fmt", "--all", "--check"]))?;
+    step(
+        "cargo clippy",
+        &mut cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )
 }
 
 fn print_tally(t: &cmd::Tally) {

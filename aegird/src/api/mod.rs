@@ -121,7 +121,11 @@ pub fn router(app: App) -> Router {
 /// and the README's first command).
 async fn healthz(State(app): State<App>) -> Response {
     match app.health().await {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({ "status": "ok" }))).into_response(),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ok", "version": crate::VERSION })),
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "health check: store unreachable");
             (

@@ -23,7 +23,7 @@ use crate::store::NewBackupRow;
 pub struct Settings {
     /// On aegird's own host (Aegir 3 kept them on its master server too).
     pub dir: PathBuf,
-    /// zstd level: 3 is zstd's default, fast enough to keep up with mariadb-dump.
+    /// zstd level (`backups.level`).
     pub level: i32,
     pub retention: retention::Policy,
 }
@@ -32,7 +32,7 @@ impl Settings {
     pub fn new(dir: impl Into<PathBuf>) -> Settings {
         Settings {
             dir: dir.into(),
-            level: 3,
+            level: crate::config::DEFAULT_LEVEL,
             retention: retention::Policy::default(),
         }
     }

@@ -176,7 +176,7 @@ fn hex(bytes: &[u8]) -> String {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteOptions {
-    /// zstd level; 3 is zstd's default and keeps up with a disk on one core.
+    /// zstd level (`backups.level`).
     pub level: i32,
     /// zstd worker threads; 1 compresses on the calling thread.
     pub threads: u32,
@@ -188,7 +188,7 @@ pub struct WriteOptions {
 impl Default for WriteOptions {
     fn default() -> Self {
         WriteOptions {
-            level: 3,
+            level: crate::config::DEFAULT_LEVEL,
             threads: std::thread::available_parallelism()
                 .map(|n| u32::try_from(n.get()).unwrap_or(1))
                 .unwrap_or(1),

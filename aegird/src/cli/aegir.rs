@@ -24,17 +24,20 @@ pub mod exit {
     pub const NOT_AVAILABLE: u8 = 4;
     /// aegird could not be reached or answered with an internal error.
     pub const UNREACHABLE: u8 = 5;
+    /// Something this host must have first is missing (k3s, for `cluster bootstrap-k3s`).
+    pub const MISSING_PREREQUISITE: u8 = 6;
 }
 
 #[derive(Debug, Parser)]
 #[command(
     name = "aegir",
-    version,
+    version = crate::VERSION,
     about = "Command-line client for the Aegir hosting control plane (aegird)",
     after_help = "Environment: AEGIR_URL (default http://127.0.0.1:7270), AEGIR_TOKEN \
         (create one on the daemon's host with `aegird token create --name NAME`).\n\n\
         Exit codes: 0 success; 1 the operation did not succeed; 2 bad usage; 3 aegird refused \
-        the request; 4 not available yet; 5 aegird unreachable or broken.\n\n\
+        the request; 4 not available yet; 5 aegird unreachable or broken; 6 a prerequisite \
+        is missing on this host (k3s for `cluster bootstrap-k3s`).\n\n\
         Examples:\n  aegir server add local --local\n  aegir server verify local --wait\n  \
         aegir server show local --json\n  aegir op logs 12 --follow"
 )]
@@ -134,6 +137,10 @@ pub enum ClusterCmd {
         #[command(flatten)]
         wait: Wait,
     },
+    /// Install Aegir's k3s profile on this host: kubeconfig readable by group aegir, the
+    /// aegir namespace and aegird's RBAC, cert-manager and Let's Encrypt issuers. Runs here,
+    /// without aegird; needs root and k3s (says how to install k3s when it is missing).
+    BootstrapK3s(super::k3s::BootstrapArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -377,6 +384,10 @@ pub enum TokenCmd {
 
 /// Run the parsed command line and give the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
+    // Works on this host's files, not through aegird: no token needed.
+    if let Command::Cluster(ClusterCmd::BootstrapK3s(args)) = &cli.command {
+        return ExitCode::from(super::k3s::run(args, cli.json));
+    }
     let Some(token) = cli.token.clone().filter(|t| !t.is_empty()) else {
         eprintln!(
             "aegir: no API token; pass --token or set AEGIR_TOKEN \
@@ -479,6 +490,7 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
             ClusterCmd::Verify { name, wait } => {
                 start(c, out, &format!("/clusters/{}/verify", seg(&name)), wait).await
             }
+            ClusterCmd::BootstrapK3s(args) => Ok(super::k3s::run(&args, out.json)),
         },
         Command::Project(cmd) => match cmd {
             ProjectCmd::Add {

@@ -14,7 +14,7 @@ use crate::daemon;
 #[derive(Debug, Parser)]
 #[command(
     name = "aegird",
-    version,
+    version = crate::VERSION,
     about = "Aegir hosting control plane daemon",
     long_about = "Aegir hosting control plane daemon: keeps the inventory of servers, releases \
         and environments, runs operations, and serves the JSON API and web UI.\n\n\

@@ -41,7 +41,7 @@ impl Client {
             token: token.to_string(),
             http: reqwest::Client::builder()
                 .connect_timeout(Duration::from_secs(10))
-                .user_agent(concat!("aegir/", env!("CARGO_PKG_VERSION")))
+                .user_agent(format!("aegir/{}", crate::VERSION))
                 .build()
                 .expect("HTTP client"),
         }

@@ -3,6 +3,7 @@
 pub mod aegir;
 pub mod aegird;
 mod http;
+pub mod k3s;
 mod table;
 
 pub use http::{Client, ClientError};

@@ -8,6 +8,7 @@
 mod inventory;
 mod operations;
 mod tokens;
+mod upgrade;
 
 pub use inventory::{NewBackupRow, NewEnvironmentRow, NewReleaseRow, NewServerRow};
 pub use operations::{CancelOutcome, OperationFilter, RecoveryCandidate};
@@ -111,17 +112,16 @@ impl Store {
                     .await?
             }
         };
-        let store = Store { pool, engine };
-        store.migrate().await?;
-        Ok(store)
-    }
-
-    async fn migrate(&self) -> Result<()> {
-        match self.engine {
-            Engine::Sqlite => SQLITE_MIGRATIONS.run(&self.pool).await?,
-            Engine::Postgres => POSTGRES_MIGRATIONS.run(&self.pool).await?,
+        match (engine, upgrade::sqlite_path(url)) {
+            // An upgrade of a SQLite store sets a copy aside first and puts it back on failure.
+            (Engine::Sqlite, Some(path)) => {
+                upgrade::migrate(&pool, &path, &SQLITE_MIGRATIONS).await?;
+            }
+            (Engine::Sqlite, None) => SQLITE_MIGRATIONS.run(&pool).await?,
+            // PostgreSQL runs each migration in a transaction; its backups are the DBA's.
+            (Engine::Postgres, _) => POSTGRES_MIGRATIONS.run(&pool).await?,
         }
-        Ok(())
+        Ok(Store { pool, engine })
     }
 
     pub fn engine(&self) -> Engine {
