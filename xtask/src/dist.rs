@@ -188,7 +188,8 @@ fn build(root: &Path, build_dir: &Path, version: &str, epoch: u64) -> Result<()>
     )
 }
 
-fn deb_package(
+/// The .deb of the binaries in `build_dir/release` (and its dist-assets), by cargo-deb.
+pub fn deb_package(
     root: &Path,
     cargo_deb: &Path,
     build_dir: &Path,

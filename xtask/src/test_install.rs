@@ -104,22 +104,8 @@ fn earlier_deb(root: &Path, target: &Path, install: bool) -> Result<PathBuf> {
         )?,
     )?;
     let cargo_deb = tools::cargo_deb(install)?;
-    cmd::run(
-        Command::new(cargo_deb)
-            .args([
-                "deb",
-                "-p",
-                "aegird",
-                "--no-build",
-                "--no-strip",
-                "--locked",
-            ])
-            .args(["--deb-version", EARLIER_VERSION])
-            .arg("--output")
-            .arg(&deb)
-            .current_dir(root)
-            .env("CARGO_TARGET_DIR", &build),
-    )?;
+    let epoch = dist::source_date_epoch(root)?;
+    dist::deb_package(root, &cargo_deb, &build, EARLIER_VERSION, epoch, &deb)?;
     Ok(deb)
 }
 

@@ -109,17 +109,21 @@ async fn set_aside(pool: &AnyPool, path: &Path, version: i64) -> Result<PathBuf>
     Ok(copy)
 }
 
-/// Puts the copy back in place of the store, dropping the failed attempt's WAL files.
+/// Puts the copy back in place of the store, dropping the failed attempt's WAL files. The
+/// copy is copied to a temporary name and renamed over the store: a connection of the failed
+/// attempt that is still closing keeps the old file (and its locks), never a half-written one.
 fn put_back(copy: &Path, path: &Path) -> Result<()> {
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
     let name = name.unwrap_or_default();
+    let partial = path.with_file_name(format!("{name}.restoring"));
+    std::fs::copy(copy, &partial).map_err(io_error)?;
+    std::fs::File::open(&partial)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error)?;
     for suffix in ["-wal", "-shm"] {
         remove_if_present(&path.with_file_name(format!("{name}{suffix}")))?;
     }
-    std::fs::copy(copy, path).map_err(io_error)?;
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io_error)?;
+    std::fs::rename(&partial, path).map_err(io_error)?;
     Ok(())
 }
 
