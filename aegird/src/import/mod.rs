@@ -1,6 +1,7 @@
 //! Importing an existing Aegir 3 installation (read-only).
 
 pub mod alias;
+pub mod hostmaster;
 pub mod php;
 
 /// The Aegir 3 fixture (REFERENCE.md, `aegir3_fixture.sql`, `drush/`, `site_drushrc/`), read at
