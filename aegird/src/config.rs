@@ -326,6 +326,30 @@ fn default_node_name() -> String {
         .unwrap_or_else(|| "aegird".to_string())
 }
 
+/// Where the password sits in a URL's userinfo (`scheme://user:password@host...`). The
+/// userinfo ends at the last `@` before the query: a password may itself hold `@` or `/`.
+fn password_span(url: &str) -> Option<(usize, usize)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let before_query = rest.find('?').unwrap_or(rest.len());
+    let at = rest[..before_query].rfind('@')?;
+    let colon = rest[..at].find(':')?;
+    Some((start + colon + 1, start + at))
+}
+
+/// The password of a database URL, as written in it (still percent-encoded).
+pub fn url_password(url: &str) -> Option<&str> {
+    password_span(url).map(|(from, to)| &url[from..to])
+}
+
+/// A database URL with its password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match password_span(url) {
+        Some((from, to)) => format!("{}***{}", &url[..from], &url[to..]),
+        None => url.to_string(),
+    }
+}
+
 /// A SQLite URL that creates the file when missing.
 pub fn sqlite_url(path: &Path) -> String {
     format!("sqlite://{}?mode=rwc", path.display())
@@ -334,6 +358,34 @@ pub fn sqlite_url(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hides_passwords() {
+        assert_eq!(
+            redact_url("postgres://aegir:s3cret@db:5432/aegir"),
+            "postgres://aegir:***@db:5432/aegir"
+        );
+        assert_eq!(
+            redact_url("postgres://aegir@db/aegir"),
+            "postgres://aegir@db/aegir"
+        );
+        assert_eq!(redact_url("sqlite:///x/aegir.db"), "sqlite:///x/aegir.db");
+    }
+
+    #[test]
+    fn redacts_urls() {
+        assert_eq!(
+            redact_url("mysql://u:p%40ss@h:3306/db?socket=/x"),
+            "mysql://u:***@h:3306/db?socket=/x"
+        );
+        assert_eq!(redact_url("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");
+        assert_eq!(
+            redact_url("mysql://root@localhost/db"),
+            "mysql://root@localhost/db"
+        );
+        assert_eq!(redact_url("not a url"), "not a url");
+    }
+
     use std::collections::HashMap;
 
     fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

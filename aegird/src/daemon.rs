@@ -46,9 +46,12 @@ pub fn init_logging() {
 /// Make the state directory (owner-only: it holds the store and secrets) and open the store.
 pub async fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     ensure_private_dir(&cfg.state_dir)?;
-    Store::open(&cfg.database_url)
-        .await
-        .with_context(|| format!("cannot open the store ({})", redact(&cfg.database_url)))
+    Store::open(&cfg.database_url).await.with_context(|| {
+        format!(
+            "cannot open the store ({})",
+            crate::config::redact_url(&cfg.database_url)
+        )
+    })
 }
 
 fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
@@ -72,20 +75,6 @@ fn ensure_private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A database URL without its password, for messages.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 /// `aegird serve`: run until SIGTERM or SIGINT.
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     // Before anything can answer: a SIGTERM that arrives while we start must stop us
@@ -99,7 +88,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(
         "aegird listening on http://{addr}/ (state in {}, store {})",
         cfg.state_dir.display(),
-        redact(&cfg.database_url)
+        crate::config::redact_url(&cfg.database_url)
     );
     if !store.has_tokens().await? {
         tracing::info!(
@@ -228,22 +217,4 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn hides_passwords() {
-        assert_eq!(
-            redact("postgres://aegir:s3cret@db:5432/aegir"),
-            "postgres://aegir:***@db:5432/aegir"
-        );
-        assert_eq!(
-            redact("postgres://aegir@db/aegir"),
-            "postgres://aegir@db/aegir"
-        );
-        assert_eq!(redact("sqlite:///x/aegir.db"), "sqlite:///x/aegir.db");
-    }
 }

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 
 use crate::apt::Apt;
 use crate::{cmd, dist, tools};
@@ -24,9 +24,9 @@ pub struct Options {
 pub fn run(root: &Path, opts: &Options) -> Result<()> {
     let target = dist::target_dir(root);
     let out = opts.out.clone().unwrap_or_else(|| target.join("dist/out"));
-    let deb = only(&out, ".deb")?;
-    let rpm = only(&out, ".rpm")?;
-    let image = only(&out, "-oci.tar")?;
+    let deb = dist::artifact(&out, ".deb")?;
+    let rpm = dist::artifact(&out, ".rpm")?;
+    let image = dist::artifact(&out, "-oci.tar")?;
     let mut apt = Apt::new(opts.install);
     for (program, package) in [
         ("lintian", "lintian"),
@@ -49,20 +49,6 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         rebuild_matches(root, &target, &out, opts.install)?;
     }
     Ok(())
-}
-
-/// The one file in `dir` whose name ends with `suffix`.
-fn only(dir: &Path, suffix: &str) -> Result<PathBuf> {
-    let found: Vec<PathBuf> = fs::read_dir(dir)
-        .with_context(|| format!("no {} (run `cargo xtask dist` first)", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.to_string_lossy().ends_with(suffix))
-        .collect();
-    match &found[..] {
-        [one] => Ok(one.clone()),
-        [] => bail!("no *{suffix} in {} (run `cargo xtask dist`)", dir.display()),
-        _ => bail!("several *{suffix} in {}", dir.display()),
-    }
 }
 
 /// lintian --pedantic: no error and no warning (overrides ship in the package, each with
@@ -184,7 +170,7 @@ fn image_answers(image: &Path) -> Result<()> {
             .arg("inspect")
             .arg(format!("oci-archive:{}", image.display())),
     )?;
-    let port = free_port()?;
+    let port = cmd::free_port()?;
     let name = format!("aegir-check-dist-{}", std::process::id());
     let podman = || {
         let mut c = Command::new("podman");
@@ -224,11 +210,6 @@ fn image_answers(image: &Path) -> Result<()> {
     Ok(())
 }
 
-fn free_port() -> Result<u16> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?.port())
-}
-
 /// A second build from nothing, in its own target directory, with the same inputs: the
 /// checksums must match the first.
 fn rebuild_matches(root: &Path, target: &Path, out: &Path, install: bool) -> Result<()> {
@@ -238,12 +219,7 @@ fn rebuild_matches(root: &Path, target: &Path, out: &Path, install: bool) -> Res
         fs::remove_dir_all(&build_dir)?;
     }
     let sums = fs::read_to_string(out.join("SHA256SUMS"))?;
-    let version = sums
-        .lines()
-        .find_map(|l| l.split_whitespace().nth(1)?.strip_prefix("aegir_"))
-        .and_then(|rest| rest.strip_suffix("_amd64.deb"))
-        .context("no .deb in SHA256SUMS")?
-        .to_string();
+    let version = dist::version_in_sums(&sums)?;
     let second = target.join("dist/out-rebuild");
     dist::run(
         root,

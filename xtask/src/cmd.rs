@@ -151,6 +151,12 @@ fn is_executable(path: &Path) -> bool {
         .is_ok_and(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
 }
 
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server the checks start.
+pub fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
 /// Whether we run with effective uid 0; installing packages and starting services needs it.
 pub fn is_root() -> bool {
     // The `Uid:` line of /proc/self/status lists real, effective, saved and fs uids.

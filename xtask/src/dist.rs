@@ -154,6 +154,29 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     Ok(())
 }
 
+/// The one file in `dir` (where `dist` wrote) whose name ends with `suffix`.
+pub fn artifact(dir: &Path, suffix: &str) -> Result<PathBuf> {
+    let found: Vec<PathBuf> = fs::read_dir(dir)
+        .with_context(|| format!("no {} (run `cargo xtask dist` first)", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    match &found[..] {
+        [one] => Ok(one.clone()),
+        [] => bail!("no *{suffix} in {} (run `cargo xtask dist`)", dir.display()),
+        _ => bail!("several *{suffix} in {}", dir.display()),
+    }
+}
+
+/// The version of the artifacts a SHA256SUMS lists, from its .deb's name.
+pub fn version_in_sums(sums: &str) -> Result<String> {
+    sums.lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .find_map(|f| f.strip_prefix("aegir_")?.strip_suffix("_amd64.deb"))
+        .map(str::to_string)
+        .context("no .deb listed in SHA256SUMS")
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -163,10 +186,7 @@ fn file_name(p: &Path) -> String {
 /// The release binaries, with every path that could differ between checkouts remapped and the
 /// version the packages carry compiled in.
 fn build(root: &Path, build_dir: &Path, version: &str, epoch: u64) -> Result<()> {
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .context("neither CARGO_HOME nor HOME is set")?;
+    let cargo_home = tools::cargo_home()?;
     let rustflags = format!(
         "--remap-path-prefix={}=/build/aegir --remap-path-prefix={}=/cargo",
         root.display(),

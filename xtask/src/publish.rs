@@ -55,11 +55,7 @@ pub fn run(opts: &Options) -> Result<()> {
         .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
         .collect();
     files.push("SHA256SUMS".into());
-    let version = files
-        .iter()
-        .find_map(|f| f.strip_prefix("aegir_")?.strip_suffix("_amd64.deb"))
-        .context("no .deb listed in SHA256SUMS")?
-        .to_string();
+    let version = crate::dist::version_in_sums(&sums)?;
     let image = files
         .iter()
         .find(|f| f.ends_with("-oci.tar"))

@@ -37,8 +37,8 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     ] {
         tools::ensure_command(&mut apt, program, package)?;
     }
-    let deb = find(&out, "_amd64.deb")?;
-    let rpm = find(&out, ".x86_64.rpm")?;
+    let deb = dist::artifact(&out, "_amd64.deb")?;
+    let rpm = dist::artifact(&out, ".x86_64.rpm")?;
     let earlier = earlier_deb(root, &target, opts.install)?;
     let base = base_root(&target)?;
     deb_lifecycle(&target, &base, &earlier, &deb)?;
@@ -47,14 +47,6 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
         "test-install: the .deb installs, runs, upgrades, removes and purges; the .rpm installs"
     );
     Ok(())
-}
-
-fn find(dir: &Path, suffix: &str) -> Result<PathBuf> {
-    fs::read_dir(dir)
-        .with_context(|| format!("no {} (run `cargo xtask dist` first)", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.to_string_lossy().ends_with(suffix))
-        .with_context(|| format!("no *{suffix} in {} (run `cargo xtask dist`)", dir.display()))
 }
 
 /// The earlier version's binaries, built from its commit, packaged with today's packaging and
@@ -376,9 +368,7 @@ impl Daemon {
         };
         let exec = field("ExecStart=")?;
         let user = field("User=")?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = cmd::free_port()?;
         let mut c = root.cmd("/usr/sbin/runuser");
         c.args(["-u", &user, "--"])
             .args(exec.split_whitespace())

@@ -111,7 +111,8 @@ fn python_scripts_dir() -> Result<PathBuf> {
     Ok(PathBuf::from(out.trim()))
 }
 
-fn cargo_home() -> Result<PathBuf> {
+/// Where cargo keeps its registry and installed programs.
+pub fn cargo_home() -> Result<PathBuf> {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))

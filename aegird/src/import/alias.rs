@@ -391,21 +391,22 @@ fn parse_db_url(url: &str) -> Option<DbUrl> {
         Some(p) => Some(p.parse().ok()?),
         None => None,
     };
-    let host = percent_decode(host)?;
+    let host = percent_decode(host, true)?;
     if host.is_empty() || scheme.is_empty() {
         return None;
     }
     Some(DbUrl {
         scheme: scheme.to_owned(),
-        user: percent_decode(user)?,
-        password: Secret(percent_decode(password)?),
+        user: percent_decode(user, true)?,
+        password: Secret(percent_decode(password, true)?),
         host,
         port,
     })
 }
 
-/// Undoes PHP's `urlencode`, which also writes a space as `+` (a literal `+` is always `%2B`).
-fn percent_decode(s: &str) -> Option<String> {
+/// Undoes percent-encoding. PHP's `urlencode` (the alias files) also writes a space as `+`
+/// (a literal `+` is always `%2B`): `plus_is_space` says whether to read it so.
+pub(super) fn percent_decode(s: &str, plus_is_space: bool) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -416,7 +417,7 @@ fn percent_decode(s: &str) -> Option<String> {
                 out.push(u8::from_str_radix(hex, 16).ok()?);
                 i += 3;
             }
-            b'+' => {
+            b'+' if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }

@@ -422,55 +422,17 @@ const REQUIRED_TABLES: &[&str] = &[
     "hosting_task_log",
 ];
 
-/// Where the password sits in a URL's userinfo (`scheme://user:password@host...`).
-fn password_span(url: &str) -> Option<(usize, usize)> {
-    let start = url.find("://")? + 3;
-    let rest = &url[start..];
-    // The userinfo ends at the last `@` before the path: a password may itself contain `@`.
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
-    let colon = rest[..at].find(':')?;
-    Some((start + colon + 1, start + at))
-}
-
-/// `mysql://user:password@host/db` with the password replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    match password_span(url) {
-        Some((from, to)) => format!("{}***{}", &url[..from], &url[to..]),
-        None => url.to_string(),
-    }
-}
-
 /// The password in a URL, raw and percent-decoded, to scrub from error messages.
 fn url_passwords(url: &str) -> Vec<String> {
-    let Some(raw) = password_span(url)
-        .map(|(from, to)| &url[from..to])
-        .filter(|p| !p.is_empty())
-    else {
+    let Some(raw) = crate::config::url_password(url).filter(|p| !p.is_empty()) else {
         return Vec::new();
     };
     let mut out = vec![raw.to_string()];
-    if let Ok(decoded) = percent_decode(raw) {
+    // As sqlx reads it: `%XX` decoded, `+` left alone.
+    if let Some(decoded) = super::alias::percent_decode(raw, false) {
         out.push(decoded);
     }
     out
-}
-
-fn percent_decode(s: &str) -> Result<String, ()> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or(())?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| ())
 }
 
 fn connect_error(url: &str, e: &sqlx::Error) -> HostmasterError {
@@ -479,7 +441,7 @@ fn connect_error(url: &str, e: &sqlx::Error) -> HostmasterError {
         message = message.replace(&p, "***");
     }
     HostmasterError::Connect {
-        url: redact_url(url),
+        url: crate::config::redact_url(url),
         message,
     }
 }
@@ -1411,20 +1373,6 @@ mod tests {
         assert!(matches!(err, HostmasterError::Connect { .. }), "{text}");
         assert!(!text.contains("hunter2secret"), "{text}");
         assert!(text.contains("aegir:***@127.0.0.1:1"), "{text}");
-    }
-
-    #[test]
-    fn redacts_urls() {
-        assert_eq!(
-            redact_url("mysql://u:p%40ss@h:3306/db?socket=/x"),
-            "mysql://u:***@h:3306/db?socket=/x"
-        );
-        assert_eq!(redact_url("mysql://u:p@ss@h/db"), "mysql://u:***@h/db");
-        assert_eq!(
-            redact_url("mysql://root@localhost/db"),
-            "mysql://root@localhost/db"
-        );
-        assert_eq!(redact_url("not a url"), "not a url");
     }
 
     #[test]
