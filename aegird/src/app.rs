@@ -214,16 +214,36 @@ pub async fn create_token(store: &Store, name: &str, now: Timestamp) -> Result<C
     Ok(CreatedToken { token, secret })
 }
 
+/// An Aegir 3 import: where to read it from.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportAegir3 {
+    /// `mysql://USER:PASS@HOST[:PORT]/DB` (`?socket=PATH` for a local socket); by default
+    /// read from the front end's drushrc.php under the Aegir root.
+    pub hostmaster_db: Option<String>,
+    /// Aegir 3's home: alias files in `.drush/`; `/var/aegir` by default.
+    pub aegir_root: Option<String>,
+    /// Plan only: report what would be done, write nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 #[derive(Clone)]
 pub struct App {
     engine: Engine,
     /// aegird's SSH identity, to show and to pin host keys with when a server is added.
     ssh: SshKeys,
+    /// One import at a time: two would race to adopt the same objects.
+    imports: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl App {
     pub fn new(engine: Engine, ssh: SshKeys) -> App {
-        App { engine, ssh }
+        App {
+            engine,
+            ssh,
+            imports: Default::default(),
+        }
     }
 
     pub fn engine(&self) -> &Engine {
@@ -708,6 +728,13 @@ impl App {
         use EnvironmentStatus as S;
         let env = self.environment(uri).await?;
         req.check_for(action)?;
+        if env.managed_by == Management::Aegir3 && action != EnvAction::Verify {
+            return Err(AppError::InvalidState(format!(
+                "environment {} is still managed by Aegir 3 (imported); only verify runs on it \
+                 until `aegir env takeover {}` moves it under aegird",
+                env.uri, env.uri
+            )));
+        }
         let (kind, allowed): (OperationKind, &[EnvironmentStatus]) = match action {
             EnvAction::Verify => (OperationKind::EnvVerify, &[S::Active, S::Disabled]),
             EnvAction::Disable => (OperationKind::EnvDisable, &[S::Active]),
@@ -903,6 +930,11 @@ impl App {
     /// Aegir 3's Retry button: a new operation, linked to the one that did not succeed.
     pub async fn retry_operation(&self, id: Id) -> Result<Operation> {
         let op = self.operation(id).await?.operation;
+        if op.kind == OperationKind::Aegir3Task {
+            return Err(AppError::InvalidState(format!(
+                "operation {id} is a task Aegir 3 ran, imported as history; it cannot be retried"
+            )));
+        }
         if !matches!(
             op.status,
             OperationStatus::Failed | OperationStatus::Cancelled | OperationStatus::Interrupted
@@ -916,6 +948,48 @@ impl App {
             .engine
             .enqueue(op.kind, op.target, op.params, Some(op.id))
             .await?)
+    }
+
+    // --- imports
+
+    /// Adopt (or with `dry_run`, plan adopting) an Aegir 3 installation. Aegir 3 is only read;
+    /// the whole import is one store transaction, so it is all written or not at all.
+    pub async fn import_aegir3(&self, req: ImportAegir3) -> Result<ImportReport> {
+        use crate::import::{hostmaster::HostmasterError, ImportError};
+        let root = req.aegir_root.as_deref().unwrap_or("/var/aegir");
+        validate::abs_path("aegir_root", root)?;
+        if let Some(url) = &req.hostmaster_db {
+            if !(url.starts_with("mysql://") || url.starts_with("mariadb://")) {
+                return Err(Invalid::new(
+                    "hostmaster_db",
+                    "must be a mysql://USER:PASS@HOST/DB URL",
+                )
+                .into());
+            }
+        }
+        // sqlx names MariaDB's scheme mysql.
+        let url = req
+            .hostmaster_db
+            .as_deref()
+            .map(|u| u.replacen("mariadb://", "mysql://", 1));
+        let _one_at_a_time = self.imports.lock().await;
+        crate::import::run(
+            self.store(),
+            url.as_deref(),
+            std::path::Path::new(root),
+            req.dry_run,
+            self.now(),
+        )
+        .await
+        .map_err(|e| match e {
+            ImportError::Root(m) => Invalid::new("aegir_root", m).into(),
+            ImportError::NoHostmaster(m) => Invalid::new("hostmaster_db", m).into(),
+            ImportError::Hostmaster(h @ HostmasterError::Connect { .. }) => {
+                AppError::Unreachable(h.to_string())
+            }
+            ImportError::Hostmaster(h) => Invalid::new("hostmaster_db", h.to_string()).into(),
+            ImportError::Store(s) => s.into(),
+        })
     }
 
     // --- backups

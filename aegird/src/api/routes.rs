@@ -9,8 +9,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody, OptionalJson};
 use crate::app::{
-    App, CreatedToken, EnvAction, EnvActionRequest, ListQuery, NewCluster, NewEnvironment,
-    NewProject, NewRelease, NewServer, NewToken, OperationQuery, ServerAdded,
+    App, CreatedToken, EnvAction, EnvActionRequest, ImportAegir3, ListQuery, NewCluster,
+    NewEnvironment, NewProject, NewRelease, NewServer, NewToken, OperationQuery, ServerAdded,
 };
 use crate::model::*;
 
@@ -213,6 +213,18 @@ pub async fn set_schedule(
     Ok(Json(
         app.set_backup_schedule(&uri, req.backup_interval).await?,
     ))
+}
+
+// --- imports
+
+#[utoipa::path(post, path = "/imports/aegir3", tag = "imports", request_body = ImportAegir3,
+    responses((status = 200, body = ImportReport), (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody)))]
+pub async fn import_aegir3(
+    State(app): State<App>,
+    ApiJson(req): ApiJson<ImportAegir3>,
+) -> R<ImportReport> {
+    Ok(Json(app.import_aegir3(req).await?))
 }
 
 // --- operations

@@ -263,7 +263,8 @@ pub fn plan(kind: OperationKind, target: Target, serving: Serving, archives: Arc
         OperationKind::ServerVerify
         | OperationKind::ReleaseVerify
         | OperationKind::BackupVerify
-        | OperationKind::BackupDelete => {
+        | OperationKind::BackupDelete
+        | OperationKind::Aegir3Task => {
             unreachable!("not an environment operation")
         }
     };

@@ -150,6 +150,10 @@ impl Planner for HostPlanner {
             | OperationKind::EnvBackup
             | OperationKind::EnvRestore
             | OperationKind::EnvClone => self.plan_env(store, spec).await,
+            // Never queued by aegird; a retry of one is refused before it gets here.
+            OperationKind::Aegir3Task => Err(PlanError::NotReady(
+                "an imported Aegir 3 task is history and cannot be run".into(),
+            )),
             OperationKind::BackupVerify | OperationKind::BackupDelete => {
                 let b = store
                     .backup_by_id(spec.target.id)

@@ -93,6 +93,42 @@ pub enum Command {
     /// API tokens.
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Adopt an existing installation.
+    #[command(subcommand)]
+    Import(ImportCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCmd {
+    /// Adopt an Aegir 3 installation: servers, platforms (as projects and releases), sites
+    /// (as environments; deleted ones as history), backups and task history.
+    ///
+    /// Aegir 3 is only read: nothing there changes, and its sites keep serving. Adopted sites
+    /// stay Aegir 3's until `aegir env takeover URI`; until then aegird only verifies them.
+    /// Run it again at any time: it reports what changed in Aegir 3 since, and changes nothing
+    /// when nothing did.
+    #[command(
+        after_help = "Every object is reported as adopted, updated, unchanged, skipped \
+        (with why) or failed (with why); the rest is imported even when one fails.\n\n\
+        Exit codes: 0 imported; 1 some objects failed (the others were imported); 3 refused \
+        (bad root, not a hostmaster database); 5 the hostmaster database or aegird could not \
+        be reached.\n\n\
+        Examples:\n  aegir import aegir3 --dry-run\n  \
+        aegir import aegir3 --aegir-root /var/aegir\n  \
+        AEGIR_HOSTMASTER_DB=mysql://aegir_root:PASS@localhost/hostmaster aegir import aegir3 --json"
+    )]
+    Aegir3 {
+        /// The hostmaster database, `mysql://USER:PASS@HOST[:PORT]/DB` (`?socket=PATH` for a
+        /// local socket). By default it is read from the front end's drushrc.php.
+        #[arg(long, env = "AEGIR_HOSTMASTER_DB", hide_env_values = true)]
+        hostmaster_db: Option<String>,
+        /// Aegir 3's home, with its alias files in `.drush/`.
+        #[arg(long, default_value = "/var/aegir")]
+        aegir_root: String,
+        /// Print the whole plan; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -690,6 +726,31 @@ async fn dispatch(c: &Client, out: &Out, cmd: Command) -> Res {
                 Ok(exit::OK)
             }
         },
+        Command::Import(ImportCmd::Aegir3 {
+            hostmaster_db,
+            aegir_root,
+            dry_run,
+        }) => {
+            let body = json!({
+                "hostmaster_db": hostmaster_db,
+                "aegir_root": aegir_root,
+                "dry_run": dry_run,
+            });
+            let v: Value = c
+                .post_within(
+                    "/imports/aegir3",
+                    &body,
+                    std::time::Duration::from_secs(3600),
+                )
+                .await?;
+            out.value(&v, show_import);
+            let failed = v["summary"]["failed"].as_u64().unwrap_or(0);
+            Ok(if failed > 0 {
+                exit::OPERATION_FAILED
+            } else {
+                exit::OK
+            })
+        }
         Command::Token(cmd) => match cmd {
             TokenCmd::List => {
                 list(
@@ -881,6 +942,82 @@ fn absolute(path: &str) -> String {
 }
 
 /// "3h ago" from an RFC 3339 timestamp.
+/// An import report: one line per object, then warnings, notes and the counts.
+fn show_import(v: &Value) {
+    let dry = v["dry_run"].as_bool().unwrap_or(false);
+    let items = v["items"].as_array().cloned().unwrap_or_default();
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|i| {
+            let outcome = str_of(&i["outcome"]);
+            let detail = match (i["reason"].as_str(), i["changes"].as_array()) {
+                (Some(r), _) => r.to_string(),
+                (None, Some(c)) if !c.is_empty() => format!(
+                    "changed: {}",
+                    c.iter().map(str_of).collect::<Vec<_>>().join(", ")
+                ),
+                _ => String::new(),
+            };
+            vec![
+                str_of(&i["kind"]),
+                str_of(&i["aegir3"]),
+                str_of(&i["label"]),
+                if dry {
+                    format!("would be {outcome}")
+                } else {
+                    outcome
+                },
+                detail,
+            ]
+        })
+        .collect();
+    print_table(&["KIND", "AEGIR3", "NAME", "OUTCOME", "DETAIL"], &rows);
+    let warnings: Vec<String> = items
+        .iter()
+        .flat_map(|i| {
+            let label = str_of(&i["label"]);
+            i["warnings"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |w| format!("  {label}: {}", str_of(&w)))
+        })
+        .collect();
+    if !warnings.is_empty() {
+        println!("\nwarnings:");
+        for w in warnings {
+            println!("{w}");
+        }
+    }
+    if let Some(notes) = v["notes"].as_array().filter(|n| !n.is_empty()) {
+        println!("\nnotes:");
+        for n in notes {
+            println!("  {}", str_of(n));
+        }
+    }
+    let s = &v["summary"];
+    let n = |k: &str| s[k].as_u64().unwrap_or(0);
+    println!(
+        "\n{}{} adopted, {} updated, {} unchanged, {} skipped, {} failed in {} ms (from {})",
+        if dry {
+            "dry run, nothing written: "
+        } else {
+            ""
+        },
+        n("adopted"),
+        n("updated"),
+        n("unchanged"),
+        n("skipped"),
+        n("failed"),
+        v["elapsed_ms"].as_u64().unwrap_or(0),
+        str_of(&v["source"]),
+    );
+    if !dry && n("adopted") + n("updated") == 0 && n("failed") == 0 {
+        println!("nothing changed since the last import");
+    }
+}
+
 fn age(ts: &Value) -> String {
     let Ok(Timestamp(ms)) = Timestamp::deserialize(ts) else {
         return "-".into();

@@ -52,9 +52,17 @@ impl Client {
     }
 
     async fn send(&self, req: reqwest::RequestBuilder) -> Result<reqwest::Response, ClientError> {
+        self.send_within(req, Duration::from_secs(60)).await
+    }
+
+    async fn send_within(
+        &self,
+        req: reqwest::RequestBuilder,
+        timeout: Duration,
+    ) -> Result<reqwest::Response, ClientError> {
         let resp = req
             .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(60))
+            .timeout(timeout)
             .send()
             .await
             .map_err(|source| ClientError::Connect {
@@ -94,6 +102,20 @@ impl Client {
         body: &impl Serialize,
     ) -> Result<T, ClientError> {
         Self::json(self.send(self.http.post(self.url(path)).json(body)).await?).await
+    }
+
+    /// [`Client::post`] for a request that works before it answers (an import).
+    pub async fn post_within<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        timeout: Duration,
+    ) -> Result<T, ClientError> {
+        Self::json(
+            self.send_within(self.http.post(self.url(path)).json(body), timeout)
+                .await?,
+        )
+        .await
     }
 
     pub async fn put<T: DeserializeOwned>(

@@ -263,6 +263,19 @@ pub struct BackupGc {
     pub rules: Vec<GcRule>,
 }
 
+/// One package found on a platform or site (`hosting_package_instance` with its package).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageInstance {
+    /// The owner: a platform or site nid.
+    pub rid: i64,
+    /// `platform` (Drupal core), `profile`, `module`, `theme`, `engine`.
+    pub package_type: String,
+    pub short_name: String,
+    pub version: String,
+    /// On a site: 1 enabled, 0 present, -1 gone (sync marks vanished entries).
+    pub status: i64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub servers: Vec<Server>,
@@ -271,6 +284,7 @@ pub struct Snapshot {
     pub clients: Vec<Client>,
     pub backups: Vec<Backup>,
     pub tasks: Vec<Task>,
+    pub packages: Vec<PackageInstance>,
     /// The raw `variable` table: PHP-serialized values, see [`unserialize`].
     pub variables: BTreeMap<String, Vec<u8>>,
 }
@@ -503,6 +517,7 @@ async fn read_in_transaction(conn: &mut MySqlConnection) -> Result<Snapshot, Hos
     let clients = read_clients(conn).await?;
     let backups = read_backups(conn).await?;
     let tasks = read_tasks(conn).await?;
+    let packages = read_packages(conn, &has).await?;
     let variables = sqlx::query_as::<_, (String, Vec<u8>)>("SELECT name, value FROM variable")
         .fetch_all(&mut *conn)
         .await
@@ -516,6 +531,7 @@ async fn read_in_transaction(conn: &mut MySqlConnection) -> Result<Snapshot, Hos
         clients,
         backups,
         tasks,
+        packages,
         variables,
     })
 }
@@ -647,6 +663,38 @@ async fn read_platforms(conn: &mut MySqlConnection) -> Result<Vec<Platform>, Hos
                     status,
                     verified,
                 }
+            },
+        )
+        .collect())
+}
+
+async fn read_packages(
+    conn: &mut MySqlConnection,
+    has: &impl Fn(&str) -> bool,
+) -> Result<Vec<PackageInstance>, HostmasterError> {
+    if !has("hosting_package_instance") {
+        return Ok(Vec::new());
+    }
+    type Row = (i64, String, String, String, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT CAST(i.rid AS SIGNED), COALESCE(p.package_type, ''), \
+                COALESCE(p.short_name, ''), COALESCE(i.version, ''), CAST(i.status AS SIGNED) \
+         FROM hosting_package_instance i \
+         JOIN node n ON n.nid = i.package_id JOIN hosting_package p ON p.vid = n.vid \
+         ORDER BY i.rid, i.iid",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(query_err("hosting_package_instance"))?;
+    Ok(rows
+        .into_iter()
+        .map(
+            |(rid, package_type, short_name, version, status)| PackageInstance {
+                rid,
+                package_type,
+                short_name,
+                version,
+                status,
             },
         )
         .collect())
@@ -1175,6 +1223,28 @@ mod tests {
             Some("platform_Drupal1026")
         );
         assert!(snap.platforms.iter().all(|p| p.makefile.is_none()));
+        // Packages: core, profile and views on platform 7; 20 instances in all.
+        assert_eq!(snap.packages.len(), 20);
+        let on7: Vec<(&str, &str, &str)> = snap
+            .packages
+            .iter()
+            .filter(|p| p.rid == 7)
+            .map(|p| {
+                (
+                    p.package_type.as_str(),
+                    p.short_name.as_str(),
+                    p.version.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            on7,
+            [
+                ("platform", "drupal", "7.100"),
+                ("profile", "standard", "7.100"),
+                ("module", "views", "7.x-3.29")
+            ]
+        );
 
         // Sites.
         let nids: Vec<i64> = snap.sites.iter().map(|s| s.nid).collect();

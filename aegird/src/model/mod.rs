@@ -155,6 +155,9 @@ text_enum! {
         EnvClone = "env.clone",
         BackupVerify = "backup.verify",
         BackupDelete = "backup.delete",
+        /// A task Aegir 3 ran, imported as history: never queued, never run by aegird. Its
+        /// task type, arguments and Aegir 3 status are in its parameters.
+        Aegir3Task = "aegir3.task",
     }
 }
 
@@ -182,6 +185,7 @@ impl OperationKind {
             // A restore test makes a throwaway database, and a verify must not read a file
             // that a delete is removing: both take the backup exclusively.
             OperationKind::BackupVerify | OperationKind::BackupDelete => true,
+            OperationKind::Aegir3Task => false,
         }
     }
     pub fn target_type(self) -> TargetType {
@@ -199,6 +203,8 @@ impl OperationKind {
             | OperationKind::EnvRestore
             | OperationKind::EnvClone => TargetType::Environment,
             OperationKind::BackupVerify | OperationKind::BackupDelete => TargetType::Backup,
+            // History of any Aegir 3 object; the import writes each one's own target.
+            OperationKind::Aegir3Task => TargetType::Environment,
         }
     }
 }
@@ -288,6 +294,15 @@ text_enum! {
 }
 
 text_enum! {
+    /// Who runs operations on an environment. One imported from Aegir 3 stays Aegir 3's until
+    /// it is taken over: aegird only reads it (verify) and refuses everything else.
+    pub enum Management {
+        Aegird = "aegird",
+        Aegir3 = "aegir3",
+    }
+}
+
+text_enum! {
     /// Aegir 3's hosting_https modes 0, 1 and 2.
     pub enum HttpsMode {
         Off = "off",
@@ -303,6 +318,9 @@ text_enum! {
         Good = "good",
         /// Its archive was removed (by hand or by retention); the record stays as history.
         Deleted = "deleted",
+        /// Imported from Aegir 3, but its file was not there: listed so it is not forgotten,
+        /// never restored.
+        Missing = "missing",
     }
 }
 
@@ -326,6 +344,71 @@ text_enum! {
         /// Aegir 3's `<uri>-YYYYMMDD.HHMMSS.tar.gz`.
         Aegir3 = "aegir3",
     }
+}
+
+text_enum! {
+    /// What an imported object is (or, for `file`, an alias or drushrc file of its own).
+    pub enum ItemKind {
+        File = "file",
+        Server = "server",
+        Project = "project",
+        Release = "release",
+        Environment = "environment",
+        Backup = "backup",
+        Task = "task",
+    }
+}
+
+text_enum! {
+    /// What an import did with one object.
+    pub enum ImportOutcome {
+        /// New in aegird.
+        Adopted = "adopted",
+        /// Known from an earlier import and changed in Aegir 3 since: `changes` lists what.
+        Updated = "updated",
+        Unchanged = "unchanged",
+        Skipped = "skipped",
+        Failed = "failed",
+    }
+}
+
+/// One line of an import report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportItem {
+    pub kind: ItemKind,
+    /// The object in Aegir 3: its node id (or the file's path).
+    pub aegir3: String,
+    /// How a person knows it: the site's domain, the platform's title, the task's title.
+    pub label: String,
+    pub outcome: ImportOutcome,
+    /// Why it was skipped or failed.
+    pub reason: Option<String>,
+    /// For `updated`: the fields that changed.
+    pub changes: Vec<String>,
+    /// Imported, but with something the admin should know.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportSummary {
+    pub adopted: usize,
+    pub updated: usize,
+    pub unchanged: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+/// What an Aegir 3 import did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ImportReport {
+    /// Names the installation (its hostmaster database), as later imports recognise it.
+    pub source: String,
+    pub dry_run: bool,
+    pub summary: ImportSummary,
+    /// Installation-wide settings and how they were carried over.
+    pub notes: Vec<String>,
+    pub items: Vec<ImportItem>,
+    pub elapsed_ms: u64,
 }
 
 /// What an operation acts on, with its name at the time it was queued (for display after a
@@ -381,6 +464,9 @@ pub struct Server {
     pub status: ServerStatus,
     pub services: DetectedServices,
     pub verified_at: Option<Timestamp>,
+    /// What Aegir 3 knew of it, when it was imported (context, services, ports, paths).
+    #[schema(value_type = Option<Object>)]
+    pub origin: Option<serde_json::Value>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -424,6 +510,9 @@ pub struct Release {
     pub locked: bool,
     pub status: ReleaseStatus,
     pub verified_at: Option<Timestamp>,
+    /// What Aegir 3 knew of it, when it was imported from a platform.
+    #[schema(value_type = Option<Object>)]
+    pub origin: Option<serde_json::Value>,
     pub created_at: Timestamp,
 }
 
@@ -443,6 +532,17 @@ pub struct Environment {
     pub backup_interval: Option<i64>,
     /// When its newest good backup was taken (None: never backed up).
     pub last_backup_at: Option<Timestamp>,
+    /// Scheduled backups kept (None: the daemon's `backups.retention`).
+    #[schema(value_type = Option<Object>)]
+    pub retention: Option<crate::backup::retention::Policy>,
+    /// The client it belongs to (Aegir 3's client machine name).
+    pub client: Option<String>,
+    /// The server holding its database, when not its own server.
+    pub db_server: Option<String>,
+    pub managed_by: Management,
+    /// What Aegir 3 knew of it (site path, vhost, database user, certificate...).
+    #[schema(value_type = Option<Object>)]
+    pub origin: Option<serde_json::Value>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{conflict_or, flag, json, opt_ts, parse, ts, Result, Store};
+use super::{conflict_or, flag, json, opt_json, opt_ts, parse, ts, Result, Store};
 use crate::model::*;
 
 /// A server as the application layer has validated it.
@@ -64,6 +64,7 @@ fn server_from(r: &AnyRow) -> Result<Server> {
         status: parse(r, "status")?,
         services: json(r, "services")?,
         verified_at: opt_ts(r, "verified_at")?,
+        origin: opt_json(r, "origin")?,
         created_at: ts(r, "created_at")?,
         updated_at: ts(r, "updated_at")?,
     })
@@ -94,7 +95,7 @@ fn project_from(r: &AnyRow) -> Result<Project> {
 const RELEASE_SELECT: &str =
     "SELECT r.id, r.name, p.name AS project, s.name AS server, r.git_ref, \
      r.path, r.app_kind, r.app_version, r.docroot, r.packages, r.locked, r.status, r.verified_at, \
-     r.created_at \
+     r.origin, r.created_at \
      FROM releases r JOIN projects p ON p.id = r.project_id \
      LEFT JOIN servers s ON s.id = r.server_id";
 
@@ -116,6 +117,7 @@ fn release_from(r: &AnyRow) -> Result<Release> {
         locked: flag(r, "locked")?,
         status: parse(r, "status")?,
         verified_at: opt_ts(r, "verified_at")?,
+        origin: opt_json(r, "origin")?,
         created_at: ts(r, "created_at")?,
     })
 }
@@ -124,9 +126,10 @@ const ENV_SELECT: &str = "SELECT e.id, e.uri, r.name AS release_name, s.name AS 
      e.status, e.https, e.aliases, e.redirect_aliases, e.db_name, e.backup_interval, \
      (SELECT MAX(b.created_at) FROM backups b \
       WHERE b.environment_id = e.id AND b.status = 'good') AS last_backup_at, \
+     e.retention, e.client, d.name AS db_server_name, e.managed_by, e.origin, \
      e.created_at, e.updated_at \
      FROM environments e JOIN releases r ON r.id = e.release_id \
-     JOIN servers s ON s.id = e.server_id";
+     JOIN servers s ON s.id = e.server_id LEFT JOIN servers d ON d.id = e.db_server_id";
 
 fn environment_from(r: &AnyRow) -> Result<Environment> {
     Ok(Environment {
@@ -141,6 +144,11 @@ fn environment_from(r: &AnyRow) -> Result<Environment> {
         db_name: r.try_get("db_name")?,
         backup_interval: r.try_get("backup_interval")?,
         last_backup_at: opt_ts(r, "last_backup_at")?,
+        retention: opt_json(r, "retention")?,
+        client: r.try_get("client")?,
+        db_server: r.try_get("db_server_name")?,
+        managed_by: parse(r, "managed_by")?,
+        origin: opt_json(r, "origin")?,
         created_at: ts(r, "created_at")?,
         updated_at: ts(r, "updated_at")?,
     })

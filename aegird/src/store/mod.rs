@@ -5,6 +5,7 @@
 //! milliseconds, JSON as text) and each engine has its own migrations. Where the engines
 //! differ (claiming work across several daemons) the code branches on [`Engine`].
 
+pub mod imports;
 mod inventory;
 mod operations;
 mod tokens;
@@ -188,4 +189,12 @@ fn parse<T: FromStr<Err = UnknownVariant>>(row: &AnyRow, col: &str) -> Result<T>
 
 fn json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<T> {
     Ok(serde_json::from_str(&row.try_get::<String, _>(col)?)?)
+}
+
+/// A nullable JSON column.
+fn opt_json<T: serde::de::DeserializeOwned>(row: &AnyRow, col: &str) -> Result<Option<T>> {
+    row.try_get::<Option<String>, _>(col)?
+        .map(|s| serde_json::from_str(&s))
+        .transpose()
+        .map_err(Into::into)
 }

@@ -6,6 +6,7 @@ mod daemon;
 mod drupal;
 mod engine;
 mod failures;
+mod import;
 mod releases;
 mod sites;
 mod ssh;
