@@ -728,7 +728,9 @@ impl App {
         use EnvironmentStatus as S;
         let env = self.environment(uri).await?;
         req.check_for(action)?;
-        if env.managed_by == Management::Aegir3 && action != EnvAction::Verify {
+        if env.managed_by == Management::Aegir3
+            && !matches!(action, EnvAction::Verify | EnvAction::Takeover)
+        {
             return Err(AppError::InvalidState(format!(
                 "environment {} is still managed by Aegir 3 (imported); only verify runs on it \
                  until `aegir env takeover {}` moves it under aegird",
@@ -745,6 +747,15 @@ impl App {
             ),
             EnvAction::Login => (OperationKind::EnvLogin, &[S::Active]),
             EnvAction::Cron => (OperationKind::EnvCron, &[S::Active]),
+            EnvAction::Takeover => {
+                if env.managed_by != Management::Aegir3 {
+                    return Err(AppError::InvalidState(format!(
+                        "environment {} is aegird's already; takeover is for sites imported from Aegir 3",
+                        env.uri
+                    )));
+                }
+                (OperationKind::EnvTakeover, &[S::Active, S::Disabled])
+            }
             EnvAction::Backup => (OperationKind::EnvBackup, &[S::Active, S::Disabled]),
             EnvAction::Restore => (OperationKind::EnvRestore, &[S::Active, S::Disabled]),
             EnvAction::Clone => (OperationKind::EnvClone, &[S::Active, S::Disabled]),
@@ -1171,6 +1182,8 @@ pub enum EnvAction {
     Clone,
     Migrate,
     Cron,
+    /// Move a site adopted from Aegir 3 under aegird.
+    Takeover,
 }
 
 impl EnvAction {
@@ -1186,6 +1199,7 @@ impl EnvAction {
             EnvAction::Clone => "clone",
             EnvAction::Migrate => "migrate",
             EnvAction::Cron => "cron",
+            EnvAction::Takeover => "takeover",
         }
     }
 }

@@ -108,6 +108,22 @@ update_option('upload_url_path', $argv[5]);
     )
 }
 
+/// Moves the uploads: `php -- ROOT FROM TO` points `upload_path` at TO if it is FROM (a site
+/// taken over keeps its uploads in aegird's files directory); prints `moved` or `kept`.
+pub fn repath_uploads_script() -> String {
+    format!(
+        "{BOOT}{}",
+        r#"require $root . '/wp-load.php';
+if (rtrim((string) get_option('upload_path'), '/') === rtrim($argv[2], '/')) {
+    update_option('upload_path', $argv[3]);
+    echo "moved\n";
+} else {
+    echo "kept\n";
+}
+"#
+    )
+}
+
 /// One-time login: `php -- ROOT SHA256 EXPIRES` stores the token's hash; expired ones go.
 pub fn login_script() -> String {
     format!(

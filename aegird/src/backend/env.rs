@@ -72,6 +72,8 @@ pub struct Archives {
     pub backup_first: bool,
     /// env.clone: the environment whose fresh backup the new one starts from.
     pub clone_source: Option<Target>,
+    /// env.takeover: where Aegir 3 keeps the site.
+    pub aegir3: Option<super::takeover::Aegir3Site>,
 }
 
 /// The plan of an environment operation. `serving` is what the vhost does now (verify keeps
@@ -170,6 +172,25 @@ pub fn plan(kind: OperationKind, target: Target, serving: Serving, archives: Arc
                 step(Kind::Purge),
             ]);
             (steps, false, None)
+        }
+        OperationKind::EnvTakeover => {
+            let Some(a3) = archives.aegir3.clone() else {
+                unreachable!("a takeover is planned with where Aegir 3 keeps the site")
+            };
+            use super::takeover;
+            (
+                vec![
+                    takeover::adopt(t.clone(), a3.clone()),
+                    step(Kind::Database { create: false }),
+                    step(Kind::Files),
+                    step(Kind::Settings),
+                    takeover::uploads(t.clone(), a3.clone()),
+                    takeover::swap_vhost(t.clone(), a3.clone(), serving),
+                    takeover::record(t.clone(), a3),
+                ],
+                false,
+                None,
+            )
         }
         OperationKind::EnvLogin => (vec![step(Kind::Login)], false, None),
         OperationKind::EnvCron => (vec![step(Kind::Cron)], false, None),

@@ -10,6 +10,7 @@ mod nginx;
 mod release;
 mod shell;
 pub mod ssh;
+mod takeover;
 mod verify;
 
 use std::sync::Arc;
@@ -149,6 +150,7 @@ impl Planner for HostPlanner {
             | OperationKind::EnvCron
             | OperationKind::EnvBackup
             | OperationKind::EnvRestore
+            | OperationKind::EnvTakeover
             | OperationKind::EnvClone => self.plan_env(store, spec).await,
             // Never queued by aegird; a retry of one is refused before it gets here.
             OperationKind::Aegir3Task => Err(PlanError::NotReady(
@@ -201,6 +203,35 @@ impl HostPlanner {
             .await?
             .ok_or_else(|| PlanError::NotFound(format!("environment {}", spec.target.name)))?;
         let title = spec.params.get("title").and_then(|t| t.as_str());
+        let aegir3 = if env.managed_by == crate::model::Management::Aegir3 {
+            let site = takeover::Aegir3Site::from_origin(env.origin.as_ref()).ok_or_else(|| {
+                PlanError::NotReady(format!(
+                    "environment {} was imported from Aegir 3 without its site path and vhost; import it again",
+                    env.uri
+                ))
+            })?;
+            match spec.kind {
+                // Reading the site where Aegir 3 keeps it needs no verified release or server.
+                OperationKind::EnvVerify => {
+                    let (target, _) = self.env_target(store, &env, None, false).await?;
+                    return Ok(takeover::verify_plan(Arc::new(target), site));
+                }
+                OperationKind::EnvTakeover => Some(site),
+                _ => {
+                    return Err(PlanError::NotReady(format!(
+                        "environment {} is still Aegir 3's: run `aegir env takeover {}` first",
+                        env.uri, env.uri
+                    )))
+                }
+            }
+        } else if spec.kind == OperationKind::EnvTakeover {
+            return Err(PlanError::NotReady(format!(
+                "environment {} is aegird's already",
+                env.uri
+            )));
+        } else {
+            None
+        };
         let (target, serving) = self.env_target(store, &env, title, true).await?;
         let param = |k: &str| spec.params.get(k);
         let mut archives = env::Archives {
@@ -222,6 +253,7 @@ impl HostPlanner {
                     EnvironmentStatus::Active | EnvironmentStatus::Disabled
                 ),
             clone_source: None,
+            aegir3,
         };
         match spec.kind {
             OperationKind::EnvRestore => {

@@ -273,6 +273,15 @@ pub enum EnvCmd {
     Login { uri: String },
     /// Run the site's cron now.
     Cron(EnvTarget),
+    /// Move a site imported from Aegir 3 under aegird: its directory and files copied into
+    /// aegird's layout, aegird's vhost in and Aegir 3's out with one graceful nginx reload
+    /// (no request fails), and its drush alias set aside so Aegir 3 runs no more tasks on it.
+    #[command(
+        after_help = "Run `aegir env verify URI --wait` first: on a site Aegir 3 still \
+        manages it checks the credentials, files and vhost without changing anything.\n\n\
+        Example:\n  aegir env takeover www.example.com --wait"
+    )]
+    Takeover(EnvTarget),
     /// Back up the database and files into one archive (listed by `aegir backup list URI`).
     Backup {
         uri: String,
@@ -855,6 +864,7 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
         }
         EnvCmd::Login { uri } => return login(c, out, &uri).await,
         EnvCmd::Cron(t) => action(t, "cron"),
+        EnvCmd::Takeover(t) => action(t, "takeover"),
         EnvCmd::Backup {
             uri,
             description,

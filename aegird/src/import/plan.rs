@@ -225,6 +225,8 @@ struct Ctx<'a> {
     servers: HashMap<&'a str, &'a ServerAlias>,
     platforms: HashMap<&'a str, &'a PlatformAlias>,
     sites: HashMap<&'a str, &'a SiteAlias>,
+    /// Where each alias was read from.
+    alias_files: HashMap<&'a str, &'a Path>,
 }
 
 impl Ctx<'_> {
@@ -308,8 +310,10 @@ pub fn plan(src: &Source, exists: &dyn Fn(&Path) -> bool) -> Plan {
         servers: HashMap::new(),
         platforms: HashMap::new(),
         sites: HashMap::new(),
+        alias_files: HashMap::new(),
     };
-    for (_, c) in &src.contexts {
+    for (path, c) in &src.contexts {
+        cx.alias_files.insert(c.name(), path.as_path());
         match c {
             Context::Server(s) => {
                 cx.servers.insert(s.name.as_str(), s);
@@ -848,6 +852,9 @@ pub fn plan(src: &Source, exists: &dyn Fn(&Path) -> bool) -> Plan {
                 "platform_root": root,
                 "site_path": site_path,
                 "drushrc": drushrc_path,
+                "alias_file": s.context.as_deref()
+                    .and_then(|c| cx.alias_files.get(c))
+                    .map(|p| p.display().to_string()),
                 "vhost": vhost,
                 "http": http_kind,
                 "db": db,

@@ -151,6 +151,8 @@ text_enum! {
         EnvCron = "env.cron",
         EnvBackup = "env.backup",
         EnvRestore = "env.restore",
+        /// Moves a site adopted from Aegir 3 under aegird's own layout and vhost.
+        EnvTakeover = "env.takeover",
         /// Targets the new environment; the source is in its parameters.
         EnvClone = "env.clone",
         BackupVerify = "backup.verify",
@@ -181,6 +183,7 @@ impl OperationKind {
             | OperationKind::EnvCron
             | OperationKind::EnvBackup
             | OperationKind::EnvRestore
+            | OperationKind::EnvTakeover
             | OperationKind::EnvClone => true,
             // A restore test makes a throwaway database, and a verify must not read a file
             // that a delete is removing: both take the backup exclusively.
@@ -201,6 +204,7 @@ impl OperationKind {
             | OperationKind::EnvCron
             | OperationKind::EnvBackup
             | OperationKind::EnvRestore
+            | OperationKind::EnvTakeover
             | OperationKind::EnvClone => TargetType::Environment,
             OperationKind::BackupVerify | OperationKind::BackupDelete => TargetType::Backup,
             // History of any Aegir 3 object; the import writes each one's own target.

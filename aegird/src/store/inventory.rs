@@ -540,6 +540,27 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Hands an environment from one manager to the other, only if `from` has it.
+    pub async fn set_environment_managed_by(
+        &self,
+        id: Id,
+        from: Management,
+        to: Management,
+        now: Timestamp,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE environments SET managed_by = $1, updated_at = $2 \
+             WHERE id = $3 AND managed_by = $4",
+        )
+        .bind(to.as_str())
+        .bind(now.0)
+        .bind(id)
+        .bind(from.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// The live (not deleted) environment at `uri`.
     pub async fn environment_by_uri(&self, uri: &str) -> Result<Option<Environment>> {
         let row = sqlx::query(&format!(

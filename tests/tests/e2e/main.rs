@@ -11,3 +11,4 @@ mod releases;
 mod sites;
 mod ssh;
 mod store;
+mod takeover;
