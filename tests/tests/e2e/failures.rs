@@ -589,3 +589,96 @@ async fn a_restore_failing_at_any_step_leaves_the_site_as_it_was() {
     assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
     sites.stop().await;
 }
+
+#[tokio::test]
+async fn a_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
+    let sites = Sites::start().await;
+    let a3 = crate::import::Aegir3::load();
+    let title = unique("Aegir 3 site");
+    let (uri, key, site_path, _outside) = crate::takeover::build_site(&a3, &title);
+    sites
+        .app
+        .import_aegir3(aegird::app::ImportAegir3 {
+            hostmaster_db: Some(a3.url()),
+            aegir_root: Some(a3.root.path().display().to_string()),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let op = sites.app.verify_server("localhost").await.unwrap();
+    assert_eq!(sites.wait(op.id).await, OperationStatus::Succeeded);
+    let aegir3_before = a3.fingerprint_with(false);
+    let db_and_user = site_leftovers(&uri, &key, None);
+    assert_eq!(db_and_user.len(), 2, "{db_and_user:?}");
+    let upload_path = || {
+        aegir_tests::mysql(&format!(
+            "SELECT option_value FROM `{key}`.wp_options WHERE option_name = 'upload_path'"
+        ))
+    };
+    let uploads_before = upload_path();
+    assert_eq!(uploads_before.trim(), format!("{site_path}/files"));
+    let managed_by = || async {
+        sites
+            .db
+            .store
+            .environment_by_uri(&uri)
+            .await
+            .unwrap()
+            .unwrap()
+            .managed_by
+    };
+    let steps = [
+        "adopt-site-directory",
+        "database",
+        "files",
+        "settings",
+        "uploads-path",
+        "swap-vhost",
+        "record-takeover",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        for when in [When::Before, When::After] {
+            let case = format!("takeover failing {when:?} {step}");
+            sites.injector.set(Some(Injection {
+                kind: OperationKind::EnvTakeover,
+                step: i,
+                when,
+            }));
+            let (status, ran) = sites.act(&uri, EnvAction::Takeover).await;
+            sites.injector.set(None);
+            assert_eq!(ran, steps, "{case}");
+            assert_eq!(status, OperationStatus::Failed, "{case}");
+            assert!(serves(&uri, &title), "{case}: the site stopped serving");
+            assert_eq!(
+                a3.fingerprint_with(false),
+                aegir3_before,
+                "{case}: Aegir 3 changed"
+            );
+            assert_eq!(site_leftovers(&uri, &key, None), db_and_user, "{case}");
+            assert_eq!(upload_path(), uploads_before, "{case}");
+            assert_eq!(
+                managed_by().await,
+                aegird::model::Management::Aegir3,
+                "{case}"
+            );
+        }
+    }
+    // Without a failure it goes through, and the site is aegird's.
+    let (status, _) = sites.act(&uri, EnvAction::Takeover).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    assert!(serves(&uri, &title));
+    assert_eq!(managed_by().await, aegird::model::Management::Aegird);
+    let (status, _) = sites
+        .act_with(
+            &uri,
+            EnvAction::Delete,
+            EnvActionRequest {
+                skip_backup: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
+    sites.stop().await;
+}

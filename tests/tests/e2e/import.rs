@@ -160,8 +160,13 @@ impl Aegir3 {
     }
 
     /// Everything Aegir 3 holds: a dump of the hostmaster database and every file under the
-    /// root with its mode and content.
+    /// root with its mode, modification time and content.
     pub fn fingerprint(&self) -> String {
+        self.fingerprint_with(true)
+    }
+
+    /// [`Aegir3::fingerprint`] without times: what an undo that moves files back restores.
+    pub fn fingerprint_with(&self, times: bool) -> String {
         use sha2::Digest;
         let dump = Command::new("mariadb-dump")
             .args(["--skip-dump-date", "--order-by-primary", &self.db])
@@ -179,7 +184,9 @@ impl Aegir3 {
             let meta = std::fs::symlink_metadata(&f).unwrap();
             h.update(f.to_string_lossy().as_bytes());
             h.update(meta.mode().to_le_bytes());
-            h.update(meta.mtime().to_le_bytes());
+            if times {
+                h.update(meta.mtime().to_le_bytes());
+            }
             if meta.is_file() {
                 h.update(std::fs::read(&f).unwrap());
             }

@@ -53,7 +53,7 @@ fn php_fpm_socket() -> String {
 
 /// What the test put outside the Aegir root, removed whatever happens.
 /// After a failure, aegird's side of the sites (named by uri and key) goes too.
-struct Outside {
+pub struct Outside {
     include: String,
     wp_config: String,
     db: String,
@@ -97,7 +97,7 @@ impl Drop for Outside {
 
 /// The site, as Aegir 3 would have it: returns its uri, database (and user) name and site
 /// directory.
-fn build_site(a3: &Aegir3, title: &str) -> (String, String, String, Outside) {
+pub fn build_site(a3: &Aegir3, title: &str) -> (String, String, String, Outside) {
     let hex = format!("{:08x}", rand::random::<u32>());
     let uri = format!("a3wp-{hex}.test");
     let key = format!("a3wp{hex}");
