@@ -58,6 +58,31 @@ impl Target {
     ) -> Result<String, StepError> {
         shell::script_input(cx, self.exec.as_ref(), what, script, args, Some(input)).await
     }
+
+    /// Run one of the WordPress driver's PHP scripts as the site (Debian's wp-config.php
+    /// picks the site's config from WORDPRESS_CONFIG).
+    pub(super) async fn wp_php(
+        &self,
+        cx: &StepContext,
+        what: &str,
+        script: String,
+        args: &[&str],
+    ) -> Result<String, StepError> {
+        let s = &self.site;
+        let config = s.wordpress_config_name();
+        let root = s.docroot_path();
+        let mut argv = vec![s.uri.as_str(), config.as_str(), root.as_str()];
+        argv.extend_from_slice(args);
+        self.sh_input(
+            cx,
+            what,
+            r#"host=$1 config=$2; shift 2
+HTTP_HOST=$host WORDPRESS_CONFIG=$config exec php -- "$@""#,
+            &argv,
+            script.into_bytes(),
+        )
+        .await
+    }
 }
 
 /// What the archive operations add to an environment plan.
@@ -340,15 +365,20 @@ struct EnvStep {
 /// The site's secrets, kept on the host (root only) so that verify writes the same
 /// settings again and nothing secret is stored in aegird's database or task outputs.
 #[derive(Serialize, Deserialize)]
-struct Secrets {
+pub(super) struct Secrets {
     db_password: String,
     salts: Vec<String>,
 }
 
 impl Secrets {
     fn new() -> Secrets {
+        Secrets::with_password(random_hex(24))
+    }
+
+    /// A site's secrets around a database password it already has (one taken over).
+    pub(super) fn with_password(db_password: String) -> Secrets {
         Secrets {
-            db_password: random_hex(24),
+            db_password,
             salts: (0..8).map(|_| random_hex(32)).collect(),
         }
     }
@@ -890,32 +920,6 @@ fi"#,
             .await
     }
 
-    /// Run one of the WordPress driver's PHP scripts as the site (Debian's wp-config.php
-    /// picks the site's config from WORDPRESS_CONFIG).
-    async fn wp_php(
-        &self,
-        cx: &StepContext,
-        what: &str,
-        script: String,
-        args: &[&str],
-    ) -> Result<String, StepError> {
-        let s = &self.t.site;
-        let config = s.wordpress_config_name();
-        let root = s.docroot_path();
-        let mut argv = vec![s.uri.as_str(), config.as_str(), root.as_str()];
-        argv.extend_from_slice(args);
-        self.t
-            .sh_input(
-                cx,
-                what,
-                r#"host=$1 config=$2; shift 2
-HTTP_HOST=$host WORDPRESS_CONFIG=$config exec php -- "$@""#,
-                &argv,
-                script.into_bytes(),
-            )
-            .await
-    }
-
     async fn app_install(&self, cx: &StepContext) -> Result<Value, StepError> {
         let s = &self.t.site;
         match s.app {
@@ -923,6 +927,7 @@ HTTP_HOST=$host WORDPRESS_CONFIG=$config exec php -- "$@""#,
                 let email = format!("admin@{}", s.uri);
                 let upload_url = format!("{}/wp-content/uploads", s.url());
                 let out = self
+                    .t
                     .wp_php(
                         cx,
                         "install WordPress",
@@ -1069,13 +1074,14 @@ rm -rf "$2" "$3" "$4" "$5""#
                 let token = random_hex(32);
                 let hash = hex(&Sha256::digest(token.as_bytes()));
                 let expires = (cx.now().0 / 1000 + LOGIN_TTL_SECS).to_string();
-                self.wp_php(
-                    cx,
-                    "store a one-time login token",
-                    wordpress::login_script(),
-                    &[&hash, &expires],
-                )
-                .await?;
+                self.t
+                    .wp_php(
+                        cx,
+                        "store a one-time login token",
+                        wordpress::login_script(),
+                        &[&hash, &expires],
+                    )
+                    .await?;
                 format!("{}/?aegir-login={token}", s.url())
             }
             AppKind::Drupal | AppKind::Drupal7 => {
@@ -1108,7 +1114,8 @@ rm -rf "$2" "$3" "$4" "$5""#
         let s = &self.t.site;
         let out = match s.app {
             AppKind::Wordpress => {
-                self.wp_php(cx, "run WordPress cron", wordpress::cron_script(), &[])
+                self.t
+                    .wp_php(cx, "run WordPress cron", wordpress::cron_script(), &[])
                     .await?
             }
             AppKind::Drupal | AppKind::Drupal7 => {

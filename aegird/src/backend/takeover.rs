@@ -249,17 +249,13 @@ impl TakeoverStep {
         if s.app != AppKind::Wordpress {
             return Ok("not WordPress".into());
         }
-        let config = s.wordpress_config_name();
-        let root = s.docroot_path();
         let out = self
             .t
-            .sh_input(
+            .wp_php(
                 cx,
                 &format!("point WordPress's uploads at {to}"),
-                r#"host=$1 config=$2; shift 2
-HTTP_HOST=$host WORDPRESS_CONFIG=$config exec php -- "$@""#,
-                &[&s.uri, &config, &root, from, to],
-                crate::apps::wordpress::repath_uploads_script().into_bytes(),
+                crate::apps::wordpress::repath_uploads_script(),
+                &[from, to],
             )
             .await?;
         Ok(out.trim().to_string())
@@ -340,12 +336,8 @@ grep -qF "$3" "$2" || { echo "the vhost $2 does not name $3" >&2; exit 1; }"#,
                 s.uri, rc.db_host
             )));
         }
-        let secrets = json!({
-            "db_password": rc.db_password.expose(),
-            "salts": (0..8).map(|_| {
-                (0..32).map(|_| format!("{:02x}", rand::random::<u8>())).collect::<String>()
-            }).collect::<Vec<_>>(),
-        });
+        let secrets = super::env::Secrets::with_password(rc.db_password.expose().to_string());
+        let secrets = serde_json::to_vec(&secrets).expect("secrets serialise");
         t.sh_input(
             cx,
             &format!("make {} from Aegir 3's {}", s.dir(), self.a3.site_path),
@@ -376,7 +368,7 @@ mv -T "$tmp" "$1""#,
                 &self.a3.site_path,
                 &s.vhost_file(),
             ],
-            secrets.to_string().into_bytes(),
+            secrets,
         )
         .await?;
         Ok(json!({ "dir": s.dir(), "from": self.a3.site_path }))

@@ -95,7 +95,7 @@ pub async fn apply(
 ) -> Result<Vec<ImportItem>, StoreError> {
     let mut tx = store.begin_import().await?;
     let known = tx.imported(source).await?;
-    let mut resolved: HashMap<Ref, (Id, String)> = HashMap::new();
+    let mut resolved: HashMap<Ref, Id> = HashMap::new();
     let mut items = Vec::with_capacity(plan.items.len());
     for p in plan.items {
         let done = match p.what {
@@ -139,7 +139,7 @@ pub async fn apply(
                             tx.save_imported(source, &key.0, &key.1, id, &fp, &state, now)
                                 .await?;
                         }
-                        resolved.insert(p.r#ref.clone(), (id, record_name(&rec)));
+                        resolved.insert(p.r#ref.clone(), id);
                         done
                     }
                     Err(why) => Done::failed(why),
@@ -166,20 +166,9 @@ pub async fn apply(
     Ok(items)
 }
 
-fn record_name(rec: &Record) -> String {
-    match rec {
-        Record::Server(s) => s.name.clone(),
-        Record::Project(p) => p.name.clone(),
-        Record::Release(r) => r.name.clone(),
-        Record::Environment(e) => e.uri.clone(),
-        Record::Backup(b) => b.path.clone(),
-        Record::Task(t) => t.target_name.clone(),
-    }
-}
-
 struct Writer<'a> {
     tx: &'a mut ImportTx,
-    resolved: &'a HashMap<Ref, (Id, String)>,
+    resolved: &'a HashMap<Ref, Id>,
     now: Timestamp,
 }
 
@@ -190,7 +179,7 @@ impl Writer<'_> {
     fn dep(&self, r: &Ref) -> Result<Id, String> {
         self.resolved
             .get(r)
-            .map(|(id, _)| *id)
+            .copied()
             .ok_or_else(|| format!("it needs {} {}, which was not imported", r.kind, r.key))
     }
 

@@ -463,38 +463,30 @@ pub fn plan(src: &Source, exists: &dyn Fn(&Path) -> bool) -> Plan {
     for p in &snap.platforms {
         let label = p.title.clone();
         let r = Ref::new(ItemKind::Release, p.nid);
-        let skip = |plan: &mut Plan, what: What| {
-            plan.items.push(Planned {
-                r#ref: Ref::new(ItemKind::Project, p.nid),
-                label: label.clone(),
-                what: match &what {
-                    What::Skip(s) => What::Skip(s.clone()),
-                    What::Fail(s) => What::Fail(s.clone()),
-                    What::Record(_) => unreachable!(),
-                },
-                warnings: Vec::new(),
-            });
-            plan.items.push(Planned {
-                r#ref: r.clone(),
-                label: label.clone(),
-                what,
-                warnings: Vec::new(),
-            });
+        // A platform not imported is reported twice: as the project and as the release.
+        let skip = |plan: &mut Plan, what: fn(String) -> What, why: String| {
+            for kind in [ItemKind::Project, ItemKind::Release] {
+                plan.items.push(Planned {
+                    r#ref: Ref::new(kind, p.nid),
+                    label: label.clone(),
+                    what: what(why.clone()),
+                    warnings: Vec::new(),
+                });
+            }
         };
         if Some(p.nid) == own_platform || p.context.as_deref() == Some("platform_hostmaster") {
             skip(
                 &mut plan,
-                What::Skip("the platform of Aegir 3's own front end (hostmaster)".into()),
+                What::Skip,
+                "the platform of Aegir 3's own front end (hostmaster)".into(),
             );
             continue;
         }
         if !server_names.contains_key(&p.web_server) {
             skip(
                 &mut plan,
-                What::Fail(format!(
-                    "its web server (node {}) was not imported",
-                    p.web_server
-                )),
+                What::Fail,
+                format!("its web server (node {}) was not imported", p.web_server),
             );
             continue;
         }

@@ -325,6 +325,15 @@ impl Sites {
         (self.wait(op.id).await, self.steps(op.id).await)
     }
 
+    /// Delete a site, skipping the pre-delete backup.
+    async fn delete_without_backup(&self, uri: &str) -> OperationStatus {
+        let req = EnvActionRequest {
+            skip_backup: true,
+            ..Default::default()
+        };
+        self.act_with(uri, EnvAction::Delete, req).await.0
+    }
+
     /// The good backups, and the files in the backups directory.
     async fn backups(&self) -> (Vec<aegird::model::Id>, Vec<String>) {
         let ids = self
@@ -575,17 +584,10 @@ async fn a_restore_failing_at_any_step_leaves_the_site_as_it_was() {
     sites.injector.set(None);
     assert_eq!(status, OperationStatus::Failed);
     assert!(!serves(&uri, &current), "the restored content is served");
-    let (status, _) = sites
-        .act_with(
-            &uri,
-            EnvAction::Delete,
-            EnvActionRequest {
-                skip_backup: true,
-                ..Default::default()
-            },
-        )
-        .await;
-    assert_eq!(status, OperationStatus::Succeeded);
+    assert_eq!(
+        sites.delete_without_backup(&uri).await,
+        OperationStatus::Succeeded
+    );
     assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
     sites.stop().await;
 }
@@ -668,17 +670,10 @@ async fn a_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
     assert_eq!(status, OperationStatus::Succeeded);
     assert!(serves(&uri, &title));
     assert_eq!(managed_by().await, aegird::model::Management::Aegird);
-    let (status, _) = sites
-        .act_with(
-            &uri,
-            EnvAction::Delete,
-            EnvActionRequest {
-                skip_backup: true,
-                ..Default::default()
-            },
-        )
-        .await;
-    assert_eq!(status, OperationStatus::Succeeded);
+    assert_eq!(
+        sites.delete_without_backup(&uri).await,
+        OperationStatus::Succeeded
+    );
     assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
     sites.stop().await;
 }
