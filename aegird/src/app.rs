@@ -1,5 +1,5 @@
-//! The application layer: every use case, validated, in one place. The JSON API calls it
-//! today and the web UI will; neither reaches the store or the engine any other way.
+//! The application layer: every use case, validated, in one place. The JSON API and the web
+//! UI call it; neither reaches the store or the engine any other way.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -250,11 +250,11 @@ impl App {
         &self.engine
     }
 
-    fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         self.engine.store()
     }
 
-    fn now(&self) -> Timestamp {
+    pub(crate) fn now(&self) -> Timestamp {
         self.engine.now()
     }
 
@@ -360,6 +360,14 @@ impl App {
             server,
             authorize_key,
         })
+    }
+
+    /// aegird's public SSH key: what a server must authorise before it is added.
+    pub async fn ssh_public_key(&self) -> Result<String> {
+        self.ssh
+            .public_key()
+            .await
+            .map_err(|e| AppError::Internal(e.to_string()))
     }
 
     pub async fn verify_server(&self, name: &str) -> Result<Operation> {
@@ -542,6 +550,17 @@ impl App {
             .store()
             .list_environments(search, limit, offset)
             .await?)
+    }
+
+    /// How many environments have each status (the dashboard).
+    pub async fn environment_counts(&self) -> Result<Vec<(EnvironmentStatus, i64)>> {
+        Ok(self.store().environment_counts().await?)
+    }
+
+    /// Active environments whose last good backup is oldest (none at all first).
+    pub async fn environments_by_backup_age(&self, limit: i64) -> Result<Vec<Environment>> {
+        let (limit, _) = page_bounds(Some(limit), None)?;
+        Ok(self.store().environments_by_backup_age(limit).await?)
     }
 
     pub async fn environment(&self, uri: &str) -> Result<Environment> {

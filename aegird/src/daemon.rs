@@ -96,6 +96,12 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             cfg.state_dir.display()
         );
     }
+    if !store.has_users().await? {
+        tracing::info!(
+            "no web UI account exists yet; create one with: aegird user create admin --admin --state-dir {}",
+            cfg.state_dir.display()
+        );
+    }
     let mut backups = crate::backend::backup::Settings::new(&cfg.backups.dir);
     backups.retention = cfg.backups.retention;
     backups.level = cfg.backups.level;

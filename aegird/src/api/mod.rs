@@ -1,8 +1,8 @@
 //! HTTP: the JSON API under `/api/v1` (bearer tokens, OpenAPI document built from the
-//! handlers), `/healthz`, and the web UI's routes from `aegir-web`.
+//! handlers), `/healthz`, the web UI (`crate::web`) and its assets (`aegir-web`).
 
 pub mod error;
-mod events;
+pub(crate) mod events;
 mod routes;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -113,6 +113,7 @@ pub fn router(app: App) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
+        .merge(crate::web::router(app.clone()))
         .merge(aegir_web::router())
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(app)

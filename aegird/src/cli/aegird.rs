@@ -1,15 +1,15 @@
-//! Command line of the `aegird` binary: `serve` runs the daemon; `token` and `migrate` act
-//! on the store directly, for the admin on the host.
+//! Command line of the `aegird` binary: `serve` runs the daemon; `token`, `user` and
+//! `migrate` act on the store directly, for the admin on the host.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
-use crate::app;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Overrides};
 use crate::daemon;
+use crate::{accounts, app};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,6 +23,7 @@ use crate::daemon;
         AEGIR_RELEASES_DIR, AEGIR_ENGINE_CONCURRENCY, ...), then flags. Without any, it keeps its state in \
         ~/.local/share/aegir (SQLite) and listens on 127.0.0.1:7270.",
     after_help = "Examples:\n  aegird serve\n  aegird token create --name admin\n  \
+        aegird user create admin --admin\n  \
         aegird serve --config /etc/aegir/aegird.toml"
 )]
 pub struct Cli {
@@ -56,8 +57,52 @@ pub enum Command {
     /// Manage API tokens in the store.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage web UI accounts in the store.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Apply pending store migrations and exit.
     Migrate,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a web UI account. Without --password-stdin a password is generated and
+    /// printed (shown only this once).
+    #[command(after_help = "Examples:\n  aegird user create admin --admin\n  \
+        printf '%s\\n' \"$PASSWORD\" | aegird user create alice --password-stdin")]
+    Create {
+        name: String,
+        /// May manage accounts (every account can run every operation).
+        #[arg(long)]
+        admin: bool,
+        /// Read the password from the first line of standard input (12 to 1024 characters).
+        #[arg(long)]
+        password_stdin: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set a new password (generated unless --password-stdin) and end the account's sessions.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an account and end its sessions.
+    Delete { name: String },
+}
+
+/// The first line of standard input, without its line ending.
+fn password_from_stdin() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("cannot read the password from standard input")?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,5 +176,70 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             store.close().await;
             Ok(())
         }
+        Command::User(cmd) => {
+            let store = daemon::open_store(&cfg).await?;
+            let result = user_command(&store, cmd).await;
+            store.close().await;
+            result
+        }
     }
+}
+
+async fn user_command(store: &crate::store::Store, cmd: UserCommand) -> anyhow::Result<()> {
+    match cmd {
+        UserCommand::Create {
+            name,
+            admin,
+            password_stdin,
+            json,
+        } => {
+            let given = password_stdin.then(password_from_stdin).transpose()?;
+            let created =
+                accounts::create_user(store, &name, given.as_deref(), admin, SystemClock.now())
+                    .await
+                    .with_context(|| format!("cannot create user {name:?}"))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&created)?);
+            } else if let Some(password) = &created.password {
+                println!("created user {name}; password (shown only this once): {password}");
+            } else {
+                println!("created user {name}");
+            }
+        }
+        UserCommand::Passwd {
+            name,
+            password_stdin,
+        } => {
+            let given = password_stdin.then(password_from_stdin).transpose()?;
+            let password = accounts::set_password(store, &name, given.as_deref())
+                .await
+                .with_context(|| format!("cannot set the password of {name:?}"))?;
+            if given.is_some() {
+                println!("password of {name} changed; its sessions are closed");
+            } else {
+                println!("new password of {name} (shown only this once): {password}");
+            }
+        }
+        UserCommand::List { json } => {
+            let users = store.list_users().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&users)?);
+            } else {
+                for u in users {
+                    let role = if u.admin { "admin" } else { "user" };
+                    let last = u
+                        .last_login_at
+                        .map_or("never".to_string(), |t| t.to_string());
+                    println!("{}\t{role}\tlast login {last}", u.name);
+                }
+            }
+        }
+        UserCommand::Delete { name } => {
+            if !store.delete_user(&name).await? {
+                anyhow::bail!("no user named {name:?}");
+            }
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
 }

@@ -631,6 +631,16 @@ pub struct ApiToken {
     pub last_used_at: Option<Timestamp>,
 }
 
+/// A web UI account. Its password hash never leaves the store module's callers in `app`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    pub id: Id,
+    pub name: String,
+    pub admin: bool,
+    pub created_at: Timestamp,
+    pub last_login_at: Option<Timestamp>,
+}
+
 /// One page of a list.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Page<T> {

@@ -503,6 +503,31 @@ impl Store {
         })
     }
 
+    /// How many environments have each status (the dashboard), deleted ones included.
+    pub async fn environment_counts(&self) -> Result<Vec<(EnvironmentStatus, i64)>> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM environments GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((parse(r, "status")?, r.try_get("n")?)))
+            .collect()
+    }
+
+    /// Active environments whose last good backup is oldest, those with none first.
+    pub async fn environments_by_backup_age(&self, limit: i64) -> Result<Vec<Environment>> {
+        // Wrapped, because PostgreSQL cannot order by an output column inside an expression.
+        let rows = sqlx::query(&format!(
+            "SELECT * FROM ({ENV_SELECT} WHERE e.status = 'active') x \
+             ORDER BY COALESCE(x.last_backup_at, 0), x.uri LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(environment_from).collect()
+    }
+
     pub async fn environment_by_id(&self, id: Id) -> Result<Option<Environment>> {
         let row = sqlx::query(&format!("{ENV_SELECT} WHERE e.id = $1"))
             .bind(id)

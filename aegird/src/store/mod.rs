@@ -10,9 +10,11 @@ mod inventory;
 mod operations;
 mod tokens;
 mod upgrade;
+mod users;
 
 pub use inventory::{NewBackupRow, NewEnvironmentRow, NewReleaseRow, NewServerRow};
 pub use operations::{CancelOutcome, OperationFilter, RecoveryCandidate};
+pub use users::{LoginRecord, SessionRecord};
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -152,6 +154,8 @@ impl Store {
             "task_logs",
             "backups",
             "api_tokens",
+            "users",
+            "sessions",
         ] {
             let n: i64 = sqlx::query(&format!("SELECT COUNT(*) AS n FROM {table}"))
                 .fetch_one(&self.pool)
