@@ -13,12 +13,13 @@ mod pages;
 use aegir_web::views::{Chrome, ProblemPage};
 use askama::Template;
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Form, Router};
+use serde::de::DeserializeOwned;
 
 use crate::app::{App, AppError};
 use crate::model::User;
@@ -330,3 +331,34 @@ fn internal(e: &AppError) -> Response {
 
 /// A handler's answer: a page or redirect, or a [`Problem`].
 type Answer = Result<Response, Problem>;
+
+/// A form body, or the defaults when the request has none (a button posted by a script with
+/// the CSRF token in its header).
+pub struct Fields<T>(pub T);
+
+impl<T, S> FromRequest<S> for Fields<T>
+where
+    T: DeserializeOwned + Default + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
+        let bodyless = !req.headers().contains_key(header::CONTENT_TYPE)
+            && req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_none_or(|v| v.as_bytes() == b"0");
+        if bodyless {
+            return Ok(Fields(T::default()));
+        }
+        match Form::<T>::from_request(req, state).await {
+            Ok(Form(v)) => Ok(Fields(v)),
+            Err(e) => Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "Not accepted",
+                &format!("The form could not be read: {}", e.body_text()),
+            )),
+        }
+    }
+}

@@ -152,19 +152,13 @@ pub(super) async fn servers_page(
     ))
 }
 
-/// "nginx 1.22, php-fpm 8.2, mariadb 10.11" from what verify found.
+/// "nginx 1.22.1, php-fpm 8.2.7, mariadb 10.11.6" from what verify found.
 fn services(d: &DetectedServices) -> String {
-    let v = serde_json::to_value(d).unwrap_or_default();
-    let Some(map) = v.as_object() else {
-        return String::new();
-    };
-    map.iter()
-        .filter(|(k, _)| k.as_str() != "os")
-        .filter_map(|(k, v)| match v {
-            serde_json::Value::String(s) => Some(format!("{k} {s}")),
-            serde_json::Value::Bool(true) => Some(k.clone()),
-            _ => None,
-        })
+    d.http
+        .iter()
+        .chain(&d.php_fpm)
+        .chain(&d.db)
+        .map(|s| format!("{} {}", s.name, s.version))
         .collect::<Vec<_>>()
         .join(", ")
 }

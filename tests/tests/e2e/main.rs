@@ -12,3 +12,4 @@ mod sites;
 mod ssh;
 mod store;
 mod takeover;
+mod web;
