@@ -21,6 +21,9 @@ use tower::ServiceExt;
 
 const PASSWORD: &str = "a long enough password";
 
+/// A form's fields, in order.
+type Form<'a> = Vec<(&'a str, &'a str)>;
+
 struct Ui {
     db: TestDb,
     router: Router,
@@ -621,7 +624,7 @@ async fn each_form_starts_its_operation_or_says_why_not_and_changes_nothing() {
 
     // Refusals: shown again with the reason, the field marked, nothing written.
     let before = ui.store().row_counts().await.unwrap();
-    let refusals: Vec<(&str, Vec<(&str, &str)>, StatusCode, &str)> = vec![
+    let refusals: Vec<(&str, Form, StatusCode, &str)> = vec![
         (
             "/servers",
             vec![t, ("name", "bad name"), ("transport", "local")],
@@ -742,7 +745,7 @@ async fn each_form_starts_its_operation_or_says_why_not_and_changes_nothing() {
 
     // Each action queues its operation and leads to its page.
     let mut expect = ui.queued().await;
-    let actions: Vec<(&str, Vec<(&str, &str)>, OperationKind)> = vec![
+    let actions: Vec<(&str, Form, OperationKind)> = vec![
         (
             "/servers",
             vec![t, ("name", "web2"), ("transport", "local")],
