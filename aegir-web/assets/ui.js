@@ -27,10 +27,13 @@ function followLog(log) {
     });
     source.addEventListener("end", () => {
       source.close();
-      // One last refresh of the steps and status, now final.
+      // One last refresh of the steps and status, now final (htmx's own polling may be a
+      // second away).
       const state = document.getElementById("op-state");
-      if (state && window.htmx) window.htmx.trigger(state, "every");
-      if (state && window.htmx) window.htmx.ajax("GET", state.getAttribute("hx-get") || location.pathname + "/state", { target: state, swap: "outerHTML" });
+      if (state && window.htmx) {
+        const url = location.pathname + "/state" + location.search;
+        window.htmx.ajax("GET", url, { target: state, swap: "outerHTML" });
+      }
     });
     source.onerror = () => {
       // The browser reconnects by itself, but without our ?after=; reopen from where we are.

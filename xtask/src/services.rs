@@ -1,5 +1,6 @@
 //! Making sure the host services the end-to-end tests install real WordPress sites through
-//! (nginx, php-fpm, MariaDB) are installed and running, and what else the tests use installed.
+//! (nginx, php-fpm, MariaDB) are installed and running, and what else the tests use installed
+//! (Chromium and playwright-core for the web UI's browser test among them).
 //!
 //! Only those three are started: the SSH tests start their own sshd, and the rest are programs.
 
@@ -19,7 +20,7 @@ struct Requirement {
     installed: fn() -> bool,
 }
 
-const REQUIREMENTS: [Requirement; 10] = [
+const REQUIREMENTS: [Requirement; 12] = [
     Requirement {
         name: "nginx",
         package: "nginx",
@@ -86,11 +87,51 @@ const REQUIREMENTS: [Requirement; 10] = [
         package: "util-linux",
         installed: || Path::new("/usr/bin/flock").exists(),
     },
+    Requirement {
+        // The web UI's browser test drives it through playwright-core.
+        name: "Chromium",
+        package: "chromium",
+        installed: || Path::new("/usr/bin/chromium").exists(),
+    },
+    Requirement {
+        name: "Node.js and npm",
+        package: "nodejs npm",
+        installed: || Path::new("/usr/bin/node").exists() && Path::new("/usr/bin/npm").exists(),
+    },
 ];
+
+/// The npm packages of the browser test (playwright-core, pinned in tests/browser's
+/// package-lock.json), installed exactly as locked. playwright-core needs Node.js 20 or later.
+pub fn ensure_browser_driver(root: &Path) -> Result<()> {
+    cmd::header("Installing the browser test's npm packages (npm ci)");
+    let version = Command::new("node").arg("--version").output()?;
+    let version = String::from_utf8_lossy(&version.stdout);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        bail!(
+            "Node.js {} is too old for playwright-core: the browser test needs Node.js 20 or \
+             later (Debian 13's nodejs, or NodeSource's packages on Debian 12)",
+            version.trim()
+        );
+    }
+    let mut npm = Command::new("npm");
+    npm.args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(root.join("tests/browser"));
+    cmd::run(&mut npm)
+}
 
 /// Installs whichever of the requirements is missing; apt is left alone if none is.
 pub fn ensure(apt: &mut Apt) -> Result<()> {
-    cmd::header("Ensuring nginx, PHP, MariaDB, WordPress, sshd, curl and flock are installed");
+    cmd::header(
+        "Ensuring nginx, PHP, MariaDB, WordPress, sshd, curl, flock, Chromium and Node.js are \
+         installed",
+    );
     let missing: Vec<&Requirement> = REQUIREMENTS.iter().filter(|r| !(r.installed)()).collect();
     if missing.is_empty() {
         println!("All installed");

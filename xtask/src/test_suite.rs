@@ -25,6 +25,7 @@ pub fn run(root: &Path, options: &Options) -> Result<()> {
     let postgres_url = postgres::ensure(&mut apt)?;
     services::ensure(&mut apt)?;
     services::start()?;
+    services::ensure_browser_driver(root)?;
     // The k3s profile test validates the manifests with it.
     crate::tools::kubernetes_validate(options.install)?;
 

@@ -2,6 +2,7 @@
 
 mod api;
 mod backups;
+mod browser;
 mod daemon;
 mod drupal;
 mod engine;
