@@ -2,7 +2,7 @@
 //! (readiness, watchdog, journald) and shuts down cleanly on SIGTERM.
 
 use std::future::Future;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::api;
 use crate::app::App;
 use crate::backend::{HostPlanner, SshKeys};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::Config;
 use crate::engine::{Engine, Planner};
 use crate::store::Store;
@@ -97,10 +97,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         );
     }
     if !store.has_users().await? {
-        tracing::info!(
-            "no web UI account exists yet; create one with: aegird user create admin --admin --state-dir {}",
-            cfg.state_dir.display()
-        );
+        first_account(&store, &cfg.state_dir).await?;
     }
     let mut backups = crate::backend::backup::Settings::new(&cfg.backups.dir);
     backups.retention = cfg.backups.retention;
@@ -223,4 +220,43 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static
             _ = int.recv() => tracing::info!("SIGINT received"),
         }
     })
+}
+
+/// Where the first start leaves the first account's password.
+pub fn initial_password_file(state_dir: &Path) -> PathBuf {
+    state_dir.join("initial-admin-password")
+}
+
+/// On a store without accounts, creates `admin` with a generated password and leaves the
+/// password in a file only root and aegird can read (not in the log, which the journal keeps
+/// for others to read): the web UI is usable from the first start, with no default password.
+async fn first_account(store: &Store, state_dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let created =
+        match crate::accounts::create_user(store, "admin", None, true, SystemClock.now()).await {
+            Ok(created) => created,
+            // Another daemon sharing this store made it first: its state directory has the file.
+            Err(crate::app::AppError::Conflict(_)) => return Ok(()),
+            Err(e) => return Err(e).context("cannot create the first web UI account"),
+        };
+    let password = created.password.unwrap_or_default();
+    let path = initial_password_file(state_dir);
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{password}"));
+    if let Err(e) = written {
+        // No file, no way in: take the account back so the next start tries again.
+        store.delete_user("admin").await?;
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    tracing::info!(
+        "web UI: log in as admin with the password in {} (it goes away with `aegird user passwd admin`)",
+        path.display()
+    );
+    Ok(())
 }

@@ -17,6 +17,8 @@ pub enum Bench {
     Site,
     /// Backup and restore of a WordPress-shaped site against Aegir 3's mysqldump + tar czf.
     Backup,
+    /// The web UI's render time over 10,000 environments, against the JSON API.
+    Web,
 }
 
 impl Bench {
@@ -26,6 +28,7 @@ impl Bench {
             Bench::Engine => "engine",
             Bench::Site => "site",
             Bench::Backup => "backup",
+            Bench::Web => "web",
         }
     }
 }

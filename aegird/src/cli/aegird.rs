@@ -72,7 +72,8 @@ pub enum UserCommand {
         printf '%s\\n' \"$PASSWORD\" | aegird user create alice --password-stdin")]
     Create {
         name: String,
-        /// May manage accounts (every account can run every operation).
+        /// Mark the account as an administrator. For now every account can run every
+        /// operation, and accounts are managed here, with `aegird user`.
         #[arg(long)]
         admin: bool,
         /// Read the password from the first line of standard input (12 to 1024 characters).
@@ -178,7 +179,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User(cmd) => {
             let store = daemon::open_store(&cfg).await?;
+            // A new password for the first account (or its end) makes the first start's
+            // password file stale: it goes.
+            let first_account = matches!(
+                &cmd,
+                UserCommand::Passwd { name, .. } | UserCommand::Delete { name } if name == "admin"
+            );
             let result = user_command(&store, cmd).await;
+            if result.is_ok() && first_account {
+                let _ = std::fs::remove_file(daemon::initial_password_file(&cfg.state_dir));
+            }
             store.close().await;
             result
         }

@@ -18,6 +18,10 @@
 //! backup (`mysqldump` into the site directory, then `tar czf`) and restore (`tar xzf`, then
 //! `mysql` import) against `aegir env backup --wait` and `aegir env restore --wait`.
 //!
+//! `aegir-bench web` measures the web UI's server-side render time over a store of 10,000
+//! environments (the environment list, a page deep in it, a search, the dashboard), through
+//! the router in-process, against the JSON API's answer for the same rows.
+//!
 //! Every loop has a fixed count or a deadline, and all traffic stays on the loopback.
 
 use std::path::Path;
@@ -69,6 +73,13 @@ enum BenchCmd {
     /// nginx, php-fpm and MariaDB, against the same work done by hand.
     Site {
         /// Fewer rounds: a smoke run, not figures to quote.
+        #[arg(long)]
+        quick: bool,
+    },
+    /// Server-side render time of the web UI's pages over 10,000 environments, against the
+    /// JSON API for the same rows.
+    Web {
+        /// Fewer samples: a smoke run, not figures to quote.
         #[arg(long)]
         quick: bool,
     },
@@ -143,6 +154,7 @@ fn main() -> Result<()> {
     match cli.bench {
         BenchCmd::Engine { quick } => runtime.block_on(engine_bench(Sizes::new(quick))),
         BenchCmd::Site { quick } => site_bench(if quick { 2 } else { 7 }),
+        BenchCmd::Web { quick } => runtime.block_on(web_bench(if quick { 50 } else { 300 })),
         BenchCmd::Backup {
             quick,
             db_mib,
@@ -921,6 +933,116 @@ async fn seed_environments(state_dir: &Path) -> Result<()> {
             )
             .await?;
     }
+    store.close().await;
+    Ok(())
+}
+
+// --- web UI
+
+/// Render time of the web UI's pages over [`ENVIRONMENTS`] environments, through the router
+/// without a socket (so it is aegird's time, not the network's), each beside the JSON API's
+/// answer for the same rows.
+async fn web_bench(samples: usize) -> Result<()> {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir()?;
+    progress(&format!("seeding a store with {ENVIRONMENTS} environments"));
+    seed_environments(dir.path()).await?;
+    let store = Store::open(&aegird::config::sqlite_url(&dir.path().join("aegir.db"))).await?;
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(SystemClock),
+        Arc::new(aegird::backend::HostPlanner::new(dir.path())),
+        engine_config(),
+        "bench-web",
+    );
+    let app = aegird::app::App::new(
+        engine,
+        aegird::backend::SshKeys::new(dir.path().join("ssh")),
+    );
+    let router = aegird::api::router(app.clone());
+    aegird::accounts::create_user(
+        &store,
+        "bench",
+        Some("a benchmark password"),
+        true,
+        SystemClock.now(),
+    )
+    .await?;
+    let session = match app.login("bench", "a benchmark password").await? {
+        Ok(s) => s,
+        Err(refused) => bail!("login refused: {refused:?}"),
+    };
+    let cookie = format!("{}={}", aegird::web::SESSION_COOKIE, session.cookie);
+    let token = aegird::app::create_token(&store, "bench", SystemClock.now())
+        .await?
+        .secret;
+
+    let time = |path: String, auth: (&'static str, String)| {
+        let router = router.clone();
+        async move {
+            let mut out = Vec::with_capacity(samples);
+            for i in 0..WARMUP + samples {
+                let req = Request::get(&path)
+                    .header(auth.0, &auth.1)
+                    .body(Body::empty())?;
+                let start = Instant::now();
+                let resp = router.clone().oneshot(req).await?;
+                ensure!(resp.status().is_success(), "{path}: {}", resp.status());
+                let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await?;
+                let took = start.elapsed();
+                ensure!(!body.is_empty(), "{path}: an empty answer");
+                if i >= WARMUP {
+                    out.push(took);
+                }
+            }
+            Ok::<_, anyhow::Error>(out)
+        }
+    };
+    let html = || ("cookie", cookie.clone());
+    let json = || ("authorization", format!("Bearer {token}"));
+    let mut rows = Vec::new();
+    for (what, page, api) in [
+        (
+            "environment list, first page (50 rows)",
+            "/environments".to_string(),
+            "/api/v1/environments?limit=50".to_string(),
+        ),
+        (
+            "environment list, page 101 (rows 5,001-5,050)",
+            "/environments?page=101".to_string(),
+            "/api/v1/environments?limit=50&offset=5000".to_string(),
+        ),
+        (
+            "environment list, search \"site-0999\" (10 rows)",
+            "/environments?q=site-0999".to_string(),
+            "/api/v1/environments?limit=50&q=site-0999".to_string(),
+        ),
+        (
+            // Five queries (running, queued and failed operations, environments per status,
+            // the ten oldest last good backups) against the JSON of the last one's rows.
+            "dashboard",
+            "/".to_string(),
+            "/api/v1/environments?limit=10".to_string(),
+        ),
+    ] {
+        progress(&format!("{what}: {samples} requests each"));
+        let rendered = time(page.clone(), html()).await?;
+        let baseline = time(api.clone(), json()).await?;
+        latency_rows(
+            &mut rows,
+            &format!("GET {page}: {what}"),
+            &rendered,
+            &format!("GET {api} (JSON)"),
+            &baseline,
+        );
+    }
+    println!();
+    println!("Web UI render time, {ENVIRONMENTS} environments, SQLite store, in-process router ({samples} requests per series)");
+    println!();
+    print_table(&rows);
     store.close().await;
     Ok(())
 }

@@ -8,7 +8,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use aegir_tests::{bin, cli_ok, site_leftovers, unique, Daemon, DaemonOpts, WORDPRESS};
+use std::os::unix::fs::PermissionsExt;
+
+use aegir_tests::{cli_ok, site_leftovers, unique, Daemon, DaemonOpts, WORDPRESS};
 use serde_json::Value;
 
 /// `<target>/test-artifacts/web`, beside the test binary's own target directory.
@@ -35,27 +37,29 @@ fn web_ui_in_chromium() {
     let state = tempfile::tempdir().unwrap();
     let d = Daemon::start(state.path(), &DaemonOpts::default());
     let token = d.token("browser", None);
-    let password = format!("pw-{}", unique("browser"));
-    let mut create = Command::new(bin("aegird"));
-    create
-        .args([
-            "user",
-            "create",
-            "admin",
-            "--admin",
-            "--password-stdin",
-            "--state-dir",
-        ])
-        .arg(state.path())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    let mut child = create.spawn().unwrap();
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{password}").unwrap();
-    }
-    assert!(child.wait().unwrap().success(), "aegird user create failed");
+    // The first start made the admin account; its password is where the log says.
+    let password_file = state.path().join("initial-admin-password");
+    assert!(
+        d.log
+            .lock()
+            .unwrap()
+            .contains(&password_file.display().to_string()),
+        "the log does not say where the first password is"
+    );
+    let mode = std::fs::metadata(&password_file)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+    let password = std::fs::read_to_string(&password_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        !d.log.lock().unwrap().contains(&password),
+        "password in the log"
+    );
 
     let uri = format!("{}.test", unique("ui"));
     let shots = artifacts_dir();
@@ -117,6 +121,13 @@ fn web_ui_in_chromium() {
     // The delete left nothing behind.
     let key = env["db_name"].as_str().unwrap();
     assert_eq!(site_leftovers(&uri, key, None), Vec::<String>::new());
+    // A new password for admin retires the first start's file.
+    let mut passwd = Command::new(aegir_tests::bin("aegird"));
+    passwd
+        .args(["user", "passwd", "admin", "--state-dir"])
+        .arg(state.path());
+    assert!(passwd.output().unwrap().status.success());
+    assert!(!password_file.exists());
     for name in [
         "01-login",
         "02-servers",
