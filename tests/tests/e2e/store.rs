@@ -54,6 +54,7 @@ async fn conformance(backend: Backend) {
     run_check!(db, logs);
     run_check!(db, logs_are_append_only, with_url);
     run_check!(db, tokens);
+    run_check!(db, users_and_sessions);
     run_check!(db, migrations_are_idempotent, with_url);
     run_check!(db, row_counts);
 }
@@ -1093,6 +1094,77 @@ async fn tokens(s: &Store) {
     assert!(s.has_tokens().await.unwrap());
 }
 
+async fn users_and_sessions(s: &Store) {
+    let alice = s
+        .insert_user("alice", "$argon2id$a", true, at(0))
+        .await
+        .unwrap();
+    assert!(alice.admin && alice.last_login_at.is_none());
+    assert!(matches!(
+        s.insert_user("alice", "$argon2id$b", false, at(1)).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let bob = s
+        .insert_user("bob", "$argon2id$b", false, at(1))
+        .await
+        .unwrap();
+    assert!(!bob.admin);
+    assert_eq!(s.list_users().await.unwrap(), [alice.clone(), bob.clone()]);
+    assert!(s.has_users().await.unwrap());
+
+    // Failures count up until a login resets them.
+    s.record_login_failure(alice.id, at(10)).await.unwrap();
+    s.record_login_failure(alice.id, at(20)).await.unwrap();
+    let rec = s.login_record("alice").await.unwrap().unwrap();
+    assert_eq!((rec.failed_logins, rec.last_failed_at), (2, Some(at(20))));
+    assert_eq!(rec.password_hash, "$argon2id$a");
+    assert!(s.login_record("carol").await.unwrap().is_none());
+    s.open_session(alice.id, "h1", "csrf1", at(30), at(30 + HOUR))
+        .await
+        .unwrap();
+    let rec = s.login_record("alice").await.unwrap().unwrap();
+    assert_eq!((rec.failed_logins, rec.last_failed_at), (0, None));
+    assert_eq!(rec.user.last_login_at, Some(at(30)));
+
+    // A session opens until it expires, and only by its hash.
+    let open = s.session("h1", at(40)).await.unwrap().unwrap();
+    assert_eq!(
+        (open.user.name.as_str(), open.csrf.as_str()),
+        ("alice", "csrf1")
+    );
+    assert!(s.session("h1", at(30 + HOUR)).await.unwrap().is_none());
+    assert!(s.session("h2", at(40)).await.unwrap().is_none());
+    // Opening another removes the expired ones.
+    s.open_session(bob.id, "h2", "csrf2", at(31 + HOUR), at(40 + HOUR))
+        .await
+        .unwrap();
+    assert!(s.session("h1", at(40)).await.unwrap().is_none());
+    s.close_session("h2").await.unwrap();
+    assert!(s.session("h2", at(32 + HOUR)).await.unwrap().is_none());
+
+    // A new password closes the account's sessions; deleting it closes them too.
+    s.open_session(bob.id, "h3", "c", at(50 + HOUR), at(60 + HOUR))
+        .await
+        .unwrap();
+    assert!(s.set_user_password("bob", "$argon2id$new").await.unwrap());
+    assert!(s.session("h3", at(51 + HOUR)).await.unwrap().is_none());
+    assert!(!s.set_user_password("nobody", "x").await.unwrap());
+    s.open_session(bob.id, "h4", "c", at(52 + HOUR), at(60 + HOUR))
+        .await
+        .unwrap();
+    assert!(s.delete_user("bob").await.unwrap());
+    assert!(!s.delete_user("bob").await.unwrap());
+    assert!(s.session("h4", at(53 + HOUR)).await.unwrap().is_none());
+    let names: Vec<String> = s
+        .list_users()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|u| u.name)
+        .collect();
+    assert_eq!(names, ["alice"]);
+}
+
 async fn migrations_are_idempotent(s: &Store, url: &str) {
     let again = Store::open(url)
         .await
@@ -1139,10 +1211,13 @@ async fn row_counts(s: &Store) {
             "projects",
             "releases",
             "servers",
+            "sessions",
             "task_logs",
             "tasks",
+            "users",
         ]
     );
+    assert_eq!(count("users"), s.list_users().await.unwrap().len() as i64);
 
     assert_eq!(count("servers"), SERVERS_INSERTED);
     assert_eq!(
