@@ -187,6 +187,8 @@ pub struct EnvDetail {
     pub last_backup: String,
     pub backup_stale: bool,
     pub schedule: String,
+    /// Which scheduled backups are kept.
+    pub retention: String,
     /// Which actions its status allows.
     pub active: bool,
     pub disabled: bool,

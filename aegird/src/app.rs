@@ -891,6 +891,37 @@ impl App {
         self.environment(uri).await
     }
 
+    /// Which scheduled backups of an environment are kept: None follows the daemon's
+    /// `backups.retention`. A policy that keeps nothing is refused (turn the schedule off
+    /// instead).
+    pub async fn set_retention(
+        &self,
+        uri: &str,
+        retention: Option<crate::backup::retention::Policy>,
+    ) -> Result<Environment> {
+        let env = self.environment(uri).await?;
+        if let Some(p) = &retention {
+            if [p.last, p.daily, p.weekly, p.monthly]
+                .iter()
+                .any(|n| *n > 10_000)
+            {
+                return Err(Invalid::new("retention", "each rule keeps at most 10000").into());
+            }
+            if [p.last, p.daily, p.weekly, p.monthly] == [0; 4] {
+                return Err(Invalid::new(
+                    "retention",
+                    "keeps nothing: every scheduled backup would be deleted; keep at least \
+                     one, or turn scheduled backups off",
+                )
+                .into());
+            }
+        }
+        self.store()
+            .set_environment_retention(env.id, retention.as_ref(), self.now())
+            .await?;
+        self.environment(uri).await
+    }
+
     // --- operations
 
     pub async fn list_operations(&self, q: OperationQuery) -> Result<Page<Operation>> {

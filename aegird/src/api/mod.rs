@@ -66,6 +66,7 @@ fn api_v1() -> (Router<App>, utoipa::openapi::OpenApi) {
         .routes(routes!(get_environment))
         .routes(routes!(environment_action))
         .routes(routes!(set_schedule))
+        .routes(routes!(set_retention))
         .routes(routes!(import_aegir3))
         .routes(routes!(list_operations))
         .routes(routes!(get_operation))

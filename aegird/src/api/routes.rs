@@ -215,6 +215,28 @@ pub async fn set_schedule(
     ))
 }
 
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// `{"last": N, "daily": N, "weekly": N, "monthly": N}` (a missing rule takes the
+    /// default: last 1, daily 7, weekly 6, monthly 0); null follows the daemon's
+    /// `backups.retention`.
+    #[schema(value_type = Option<Object>)]
+    pub retention: Option<crate::backup::retention::Policy>,
+}
+
+#[utoipa::path(put, path = "/environments/{uri}/retention", tag = "environments",
+    params(("uri" = String, Path)), request_body = Retention,
+    responses((status = 200, body = Environment), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+pub async fn set_retention(
+    State(app): State<App>,
+    ApiPath(uri): ApiPath<String>,
+    ApiJson(req): ApiJson<Retention>,
+) -> R<Environment> {
+    Ok(Json(app.set_retention(&uri, req.retention).await?))
+}
+
 // --- imports
 
 #[utoipa::path(post, path = "/imports/aegir3", tag = "imports", request_body = ImportAegir3,

@@ -690,7 +690,15 @@ rm -rf "$3" "$4""#
             .filter(|b| b.reason == BackupReason::Scheduled)
             .collect();
         let pairs: Vec<(Id, i64)> = scheduled.iter().map(|b| (b.id, b.created_at.0)).collect();
-        let doomed = retention::to_delete(&pairs, &self.settings.retention);
+        // The environment's own policy (set with `aegir env retention`, or Aegir 3's backup
+        // GC settings brought by the import), else the daemon's.
+        let policy = cx
+            .store()
+            .environment_by_id(self.t.env_id)
+            .await?
+            .and_then(|e| e.retention)
+            .unwrap_or(self.settings.retention);
+        let doomed = retention::to_delete(&pairs, &policy);
         for id in &doomed {
             if let Some(b) = scheduled.iter().find(|b| b.id == *id) {
                 remove_archive(cx, b).await?;

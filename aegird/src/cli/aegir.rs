@@ -337,6 +337,31 @@ pub enum EnvCmd {
         #[arg(long, group = "when")]
         default: bool,
     },
+    /// Set which scheduled backups of the environment retention keeps (manual, pre-restore
+    /// and pre-delete backups are never pruned). A rule not given keeps its default.
+    #[command(
+        after_help = "Examples:\n  aegir env retention site1.test --keep-daily 14 --keep-monthly 12\n  \
+        aegir env retention site1.test --keep-last 3 --keep-daily 0 --keep-weekly 0\n  \
+        aegir env retention site1.test --default"
+    )]
+    Retention {
+        uri: String,
+        /// The newest N, whatever their dates (default 1).
+        #[arg(long, value_name = "N")]
+        keep_last: Option<u32>,
+        /// The newest of each of the last N days that have one (default 7).
+        #[arg(long, value_name = "N")]
+        keep_daily: Option<u32>,
+        /// Likewise per ISO week (default 6).
+        #[arg(long, value_name = "N")]
+        keep_weekly: Option<u32>,
+        /// Likewise per month (default 0).
+        #[arg(long, value_name = "N")]
+        keep_monthly: Option<u32>,
+        /// Follow the daemon's `backups.retention` again.
+        #[arg(long, conflicts_with_all = ["keep_last", "keep_daily", "keep_weekly", "keep_monthly"])]
+        default: bool,
+    },
     /// Move the environment to another release or server.
     Migrate(EnvTarget),
 }
@@ -919,6 +944,42 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
                 .put(
                     &format!("/environments/{}/schedule", seg(&uri)),
                     &json!({ "backup_interval": interval }),
+                )
+                .await?;
+            out.value(&v, |v| print_kv(&flat(v)));
+            return Ok(exit::OK);
+        }
+        EnvCmd::Retention {
+            uri,
+            keep_last,
+            keep_daily,
+            keep_weekly,
+            keep_monthly,
+            default,
+        } => {
+            let rules = [
+                ("last", keep_last),
+                ("daily", keep_daily),
+                ("weekly", keep_weekly),
+                ("monthly", keep_monthly),
+            ];
+            let retention = if default {
+                Value::Null
+            } else if rules.iter().all(|(_, n)| n.is_none()) {
+                eprintln!("aegir: say --keep-last/--keep-daily/--keep-weekly/--keep-monthly N, or --default");
+                return Ok(exit::USAGE);
+            } else {
+                Value::Object(
+                    rules
+                        .iter()
+                        .filter_map(|(k, n)| n.map(|n| (k.to_string(), json!(n))))
+                        .collect(),
+                )
+            };
+            let v: Value = c
+                .put(
+                    &format!("/environments/{}/retention", seg(&uri)),
+                    &json!({ "retention": retention }),
                 )
                 .await?;
             out.value(&v, |v| print_kv(&flat(v)));

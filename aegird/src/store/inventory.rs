@@ -694,6 +694,22 @@ impl Store {
         Ok(())
     }
 
+    /// The environment's own retention of scheduled backups (None: the daemon's).
+    pub async fn set_environment_retention(
+        &self,
+        environment_id: Id,
+        retention: Option<&crate::backup::retention::Policy>,
+        now: Timestamp,
+    ) -> Result<()> {
+        sqlx::query("UPDATE environments SET retention = $1, updated_at = $2 WHERE id = $3")
+            .bind(retention.map(serde_json::to_string).transpose()?)
+            .bind(now.0)
+            .bind(environment_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Active environments whose last good backup is older than their interval
     /// (`default_interval` seconds unless they set their own), with nothing queued or running
     /// on them, and whose last failed backup is older than `retry_cap` seconds or their

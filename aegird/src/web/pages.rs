@@ -402,6 +402,13 @@ pub(super) async fn environment_page(
             Some(0) => "off".to_string(),
             Some(secs) => format!("every {}", format::duration(secs * 1000)),
         },
+        retention: match &e.retention {
+            None => "the daemon's default".to_string(),
+            Some(p) => format!(
+                "the last {}, and the newest of {} days, {} weeks, {} months",
+                p.last, p.daily, p.weekly, p.monthly
+            ),
+        },
         active: e.status == EnvironmentStatus::Active,
         disabled: e.status == EnvironmentStatus::Disabled,
         aegir3: e.managed_by == Management::Aegir3,

@@ -545,6 +545,61 @@ fn scheduled_backups_run_are_pruned_and_failures_show() {
     let last = json(&d, &token, &["env", "show", &uri])["last_backup_at"].clone();
     assert!(last.is_string(), "{last}");
 
+    // The environment's own retention: the three newest, whatever their day. A policy that
+    // keeps nothing is refused and changes nothing.
+    let (code, _, err) = run_cli(
+        &d,
+        &token,
+        &[
+            "env",
+            "retention",
+            &uri,
+            "--keep-last",
+            "0",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+        ],
+    );
+    assert_eq!(code, 3, "{err}");
+    assert!(err.contains("keeps nothing"), "{err}");
+    assert!(json(&d, &token, &["env", "show", &uri])["retention"].is_null());
+    let set = json(
+        &d,
+        &token,
+        &[
+            "env",
+            "retention",
+            &uri,
+            "--keep-last",
+            "3",
+            "--keep-daily",
+            "0",
+            "--keep-weekly",
+            "0",
+        ],
+    );
+    assert_eq!(
+        set["retention"],
+        serde_json::json!({"last": 3, "daily": 0, "weekly": 0, "monthly": 0})
+    );
+    let done = scheduled_ops();
+    while scheduled_ops() < done + 3 {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(60),
+            "scheduled backups stopped"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let list = backups(&d, &token, &uri);
+    assert_eq!(
+        list.len(),
+        3,
+        "the environment's retention keeps three: {list:?}"
+    );
+    json(&d, &token, &["env", "retention", &uri, "--default"]);
+
     // A failing scheduled backup is a failed operation, and the last good one stays shown.
     mysql(&format!(
         "RENAME TABLE `{key}`.wp_options TO `{key}`.wp_options_x"
@@ -570,10 +625,17 @@ fn scheduled_backups_run_are_pruned_and_failures_show() {
         );
         std::thread::sleep(Duration::from_millis(500));
     }
-    assert_eq!(
-        json(&d, &token, &["env", "show", &uri])["last_backup_at"],
-        last
-    );
+    // The last good backup stays shown: the newest of the good ones (the failed one made
+    // none, and earlier ones may have finished since `last` was read).
+    let newest_good = backups(&d, &token, &uri)
+        .iter()
+        .filter(|b| b["status"] == "good")
+        .filter_map(|b| b["created_at"].as_str().map(str::to_string))
+        .max()
+        .expect("good backups remain");
+    let shown = json(&d, &token, &["env", "show", &uri])["last_backup_at"].clone();
+    assert_eq!(shown, newest_good.as_str());
+    assert!(shown.as_str() >= last.as_str(), "{shown} {last}");
     // Off for this environment: nothing more is queued.
     cli_ok(&d, &token, &["env", "schedule", &uri, "--off"]);
     let (code, _, err) = run_cli(&d, &token, &["env", "schedule", &uri, "--every", "5m"]);

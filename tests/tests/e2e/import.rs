@@ -719,6 +719,54 @@ fn broken_parts_are_reported_and_the_rest_imported() {
 }
 
 #[test]
+fn the_hostmaster_front_end_and_its_platform_are_skipped() {
+    let a3 = Aegir3::load();
+    // Aegir 3's own front end and its platform, as every real install has them (the fixture
+    // leaves them out). Their context names are not the usual ones, so only the variables
+    // aegir_hostmaster_site_nid and hosting_own_platform can tell them apart.
+    a3.sql("INSERT INTO node (nid, vid, type, language, title, uid, status, created, changed, comment, promote, sticky, tnid, translate) VALUES \
+        (300, 300, 'platform', 'und', 'hostmaster', 1, 1, 1706990000, 1706990000, 0, 0, 0, 0, 0), \
+        (301, 301, 'site', 'und', 'aegir.example.com', 1, 1, 1706990000, 1706990000, 0, 0, 0, 0, 0); \
+        INSERT INTO hosting_context (nid, name) VALUES (300, 'platform_hostmaster_old'), (301, 'aegir.example.com'); \
+        INSERT INTO hosting_platform (vid, nid, publish_path, makefile, web_server, verified, status, make_working_copy) VALUES \
+        (300, 300, '/var/aegir/hostmaster-7.x-3.x', '', 2, 1706990000, 1, 0); \
+        INSERT INTO hosting_site (vid, nid, client, db_server, db_name, platform, profile, language, last_cron, cron_key, verified, status) VALUES \
+        (301, 301, 1, 2, 'aegirexamplecom', 300, 0, 'en', 0, '', 1706990000, 1); \
+        DELETE FROM variable WHERE name IN ('aegir_hostmaster_site_nid', 'hosting_own_platform'); \
+        INSERT INTO variable (name, value) VALUES ('aegir_hostmaster_site_nid', 's:3:\"301\";'), ('hosting_own_platform', 'i:300;')");
+
+    let (_state, d, token) = daemon();
+    let (code, report) = a3.import(&d, &token, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let items = by_ref(&report);
+    let site = &items[&("environment".to_string(), "301".to_string())];
+    assert_eq!(site["outcome"], "skipped", "{site:#}");
+    assert!(
+        site["reason"]
+            .as_str()
+            .unwrap()
+            .contains("front end (hostmaster)"),
+        "{site:#}"
+    );
+    let platform = items
+        .iter()
+        .find(|((_, id), _)| id == "300")
+        .expect("the hostmaster platform is reported")
+        .1;
+    assert_eq!(platform["outcome"], "skipped", "{platform:#}");
+    assert!(
+        platform["reason"].as_str().unwrap().contains("hostmaster"),
+        "{platform:#}"
+    );
+    // Skipped means not imported: the rest is, the front end is not.
+    assert_eq!(report["summary"]["adopted"], 46, "{:#}", report["summary"]);
+    let envs = environments(&d, &token);
+    assert!(!envs.contains_key("aegir.example.com"));
+    let releases = json(&d, &token, &["release", "list"]);
+    assert!(!releases.to_string().contains("hostmaster"), "{releases}");
+}
+
+#[test]
 fn bad_sources_are_refused_and_change_nothing() {
     let (_state, d, token) = daemon();
     let root = tempfile::tempdir().unwrap();
