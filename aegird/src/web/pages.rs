@@ -260,12 +260,14 @@ pub struct ListParams {
     page: Option<i64>,
 }
 
-/// "51–100 of 10,000" and the links to the pages around it.
+/// "51–100 of 10,000" and the links to the pages around it: `path?key=value&page=N`, the
+/// filter left out when empty.
 fn paging(
     total: i64,
     page: i64,
     shown: usize,
-    link: impl Fn(i64) -> String,
+    path: &str,
+    (key, value): (&str, &str),
 ) -> (String, Option<String>, Option<String>) {
     let first = (page - 1) * PAGE + 1;
     let range = if shown == 0 {
@@ -277,6 +279,14 @@ fn paging(
             format::count(first + shown as i64 - 1),
             format::count(total)
         )
+    };
+    let link = |n: i64| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if !value.is_empty() {
+            query.append_pair(key, value);
+        }
+        query.append_pair("page", &n.to_string());
+        format!("{path}?{}", query.finish())
     };
     let prev = (page > 1).then(|| link(page - 1));
     let next = (page * PAGE < total).then(|| link(page + 1));
@@ -309,15 +319,13 @@ pub async fn environments(
             q: Some(p.q.clone()),
         })
         .await?;
-    let q = p.q.clone();
-    let (range, prev, next) = paging(list.total, page, list.items.len(), |n| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        if !q.is_empty() {
-            query.append_pair("q", &q);
-        }
-        query.append_pair("page", &n.to_string());
-        format!("/environments?{}", query.finish())
-    });
+    let (range, prev, next) = paging(
+        list.total,
+        page,
+        list.items.len(),
+        "/environments",
+        ("q", &p.q),
+    );
     Ok(render(
         &EnvironmentsPage {
             chrome: s.chrome("environments"),
@@ -580,15 +588,13 @@ pub async fn operations(
             ..OperationQuery::default()
         })
         .await?;
-    let filter = p.status.clone();
-    let (range, prev, next) = paging(list.total, page, list.items.len(), |n| {
-        let mut query = form_urlencoded::Serializer::new(String::new());
-        if !filter.is_empty() {
-            query.append_pair("status", &filter);
-        }
-        query.append_pair("page", &n.to_string());
-        format!("/operations?{}", query.finish())
-    });
+    let (range, prev, next) = paging(
+        list.total,
+        page,
+        list.items.len(),
+        "/operations",
+        ("status", &p.status),
+    );
     Ok(render(
         &OperationsPage {
             chrome: s.chrome("operations"),

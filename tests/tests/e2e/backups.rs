@@ -547,39 +547,28 @@ fn scheduled_backups_run_are_pruned_and_failures_show() {
 
     // The environment's own retention: the three newest, whatever their day. A policy that
     // keeps nothing is refused and changes nothing.
-    let (code, _, err) = run_cli(
-        &d,
-        &token,
-        &[
+    let keep_last = |n: &str| {
+        let args = [
             "env",
             "retention",
-            &uri,
+            uri.as_str(),
             "--keep-last",
-            "0",
+            n,
             "--keep-daily",
             "0",
             "--keep-weekly",
             "0",
-        ],
-    );
+            "--json",
+        ];
+        run_cli(&d, &token, &args)
+    };
+    let (code, _, err) = keep_last("0");
     assert_eq!(code, 3, "{err}");
     assert!(err.contains("keeps nothing"), "{err}");
     assert!(json(&d, &token, &["env", "show", &uri])["retention"].is_null());
-    let set = json(
-        &d,
-        &token,
-        &[
-            "env",
-            "retention",
-            &uri,
-            "--keep-last",
-            "3",
-            "--keep-daily",
-            "0",
-            "--keep-weekly",
-            "0",
-        ],
-    );
+    let (code, out, err) = keep_last("3");
+    assert_eq!(code, 0, "{err}");
+    let set: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         set["retention"],
         serde_json::json!({"last": 3, "daily": 0, "weekly": 0, "monthly": 0})
