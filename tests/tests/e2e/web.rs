@@ -837,3 +837,90 @@ async fn each_form_starts_its_operation_or_says_why_not_and_changes_nothing() {
     let op = ui.store().operation(retry).await.unwrap().unwrap();
     assert_eq!(op.retry_of, Some(1));
 }
+
+#[tokio::test]
+async fn aegir3_import_previews_then_imports_and_adopted_sites_offer_only_verify_and_takeover() {
+    // The shared fixture in MariaDB and laid out as an Aegir root (see import.rs).
+    let a3 = tokio::task::spawn_blocking(crate::import::Aegir3::load)
+        .await
+        .unwrap();
+    let ui = Ui::new().await;
+    let (c, csrf) = ui.login().await;
+    let c = Some(c.as_str());
+    let root = a3.root.path().to_str().unwrap().to_string();
+    let url = a3.url();
+    let fields = |mode: &'static str| {
+        [
+            ("csrf", csrf.clone()),
+            ("aegir_root", root.clone()),
+            ("hostmaster_db", url.clone()),
+            ("mode", mode.to_string()),
+        ]
+    };
+
+    let before = ui.store().row_counts().await.unwrap();
+    let preview = fields("preview");
+    let preview: Vec<(&str, &str)> = preview.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = ui.post("/import", c, &preview).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert!(
+        page.body.contains("Preview: nothing was written"),
+        "{}",
+        page.body
+    );
+    assert!(page
+        .body
+        .contains("46 adopted, 0 updated, 0 unchanged, 2 skipped, 0 failed"));
+    assert!(page.body.contains("www.example.com"));
+    // The database URL (it may hold a password) is not shown again.
+    assert!(!page.body.contains(&url));
+    assert_eq!(ui.store().row_counts().await.unwrap(), before);
+
+    let import = fields("import");
+    let import: Vec<(&str, &str)> = import.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let page = ui.post("/import", c, &import).await;
+    assert!(
+        page.body.contains("<h2 id=\"h-result\">Imported</h2>"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("46 adopted"));
+    let env = ui
+        .store()
+        .environment_by_uri("www.example.com")
+        .await
+        .unwrap()
+        .expect("adopted");
+    assert_eq!(env.managed_by, Management::Aegir3);
+
+    // An adopted site offers verify and takeover, nothing that would change it.
+    let page = ui.get("/environments/www.example.com", c).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("still managed by Aegir 3"));
+    assert!(page.body.contains(">Take over from Aegir 3</button>"));
+    for absent in [
+        ">Back up</button>",
+        ">Disable</button>",
+        "Log in to site",
+        ">Restore</button>",
+    ] {
+        assert!(!page.body.contains(absent), "{absent}");
+    }
+    // And the application layer refuses them anyway, with the reason on the page.
+    let queued = ui.queued().await;
+    let page = ui
+        .post(
+            "/environments/www.example.com/backup",
+            c,
+            &[("csrf", &csrf)],
+        )
+        .await;
+    assert_eq!(
+        page.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("aegir env takeover"), "{}", page.body);
+    assert_eq!(ui.queued().await, queued);
+}
