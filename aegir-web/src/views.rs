@@ -38,6 +38,8 @@ pub struct EnvRow {
     pub last_backup: String,
     /// True when the last good backup is older than two days, or there is none.
     pub backup_stale: bool,
+    /// Still managed by Aegir 3 (adopted by an import, not taken over).
+    pub aegir3: bool,
 }
 
 #[derive(Debug, Clone, Default)]

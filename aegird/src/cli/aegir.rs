@@ -857,6 +857,7 @@ async fn env(c: &Client, out: &Out, cmd: EnvCmd) -> Res {
                         "server",
                         "status",
                         "https",
+                        "managed_by",
                         "last_backup_at",
                     ],
                     |e, col| match col {

@@ -61,6 +61,7 @@ pub(super) fn env_row(e: &Environment, now: Timestamp) -> EnvRow {
         https: e.https.to_string(),
         last_backup,
         backup_stale: backup_stale && e.status == EnvironmentStatus::Active,
+        aegir3: e.managed_by == Management::Aegir3,
     }
 }
 

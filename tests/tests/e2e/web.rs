@@ -893,6 +893,13 @@ async fn aegir3_import_previews_then_imports_and_adopted_sites_offer_only_verify
         .expect("adopted");
     assert_eq!(env.managed_by, Management::Aegir3);
 
+    let list = ui.get("/environments?q=www.example", c).await;
+    assert!(
+        list.body.contains("<span class=\"tag\">Aegir 3</span>"),
+        "{}",
+        list.body
+    );
+
     // An adopted site offers verify and takeover, nothing that would change it.
     let page = ui.get("/environments/www.example.com", c).await;
     assert_eq!(page.status, StatusCode::OK);
