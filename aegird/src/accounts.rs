@@ -80,10 +80,7 @@ fn password_matches(password: &str, hash: &str) -> bool {
 /// login takes as long whether or not the account exists.
 fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| {
-        let bytes: [u8; 32] = rand::random();
-        hash_password(&hex(&bytes)).unwrap_or_default()
-    })
+    DECOY.get_or_init(|| hash_password(&crate::hex::random(32)).unwrap_or_default())
 }
 
 fn check_password(password: &str) -> Result<()> {
@@ -99,10 +96,6 @@ fn check_password(password: &str) -> Result<()> {
         return Err(Invalid::new("password", "must not contain control characters").into());
     }
     Ok(())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// 24 random characters from an alphabet without look-alikes (about 137 bits).
@@ -214,8 +207,8 @@ impl App {
             tracing::warn!(user = %record.user.name, "web UI login failed");
             return Ok(Err(LoginRefused::BadCredentials));
         }
-        let cookie = hex(&rand::random::<[u8; 32]>());
-        let csrf = hex(&rand::random::<[u8; 32]>());
+        let cookie = crate::hex::random(32);
+        let csrf = crate::hex::random(32);
         let expires_at = Timestamp(now.0 + SESSION_TTL_MS);
         self.store()
             .open_session(record.user.id, &token_hash(&cookie), &csrf, now, expires_at)

@@ -195,18 +195,13 @@ fn page_bounds(limit: Option<i64>, offset: Option<i64>) -> Result<(i64, i64)> {
 /// Hash under which a token is stored. Tokens are 256 random bits, so a fast hash is enough:
 /// no dictionary can reach them, and lookups stay cheap on every request.
 pub fn token_hash(secret: &str) -> String {
-    let digest = Sha256::digest(secret.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    crate::hex::encode(&Sha256::digest(secret.as_bytes()))
 }
 
 /// Create an API token (used by the API and by `aegird token create`).
 pub async fn create_token(store: &Store, name: &str, now: Timestamp) -> Result<CreatedToken> {
     let name = validate::name("name", name)?;
-    let bytes: [u8; 32] = rand::random();
-    let secret = format!(
-        "aegir_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    );
+    let secret = format!("aegir_{}", crate::hex::random(32));
     let prefix = secret[..12].to_string();
     let token = store
         .insert_token(&name, &token_hash(&secret), &prefix, now)
@@ -996,10 +991,7 @@ impl App {
                 "operation {id} is a task Aegir 3 ran, imported as history; it cannot be retried"
             )));
         }
-        if !matches!(
-            op.status,
-            OperationStatus::Failed | OperationStatus::Cancelled | OperationStatus::Interrupted
-        ) {
+        if !op.status.is_retryable() {
             return Err(AppError::InvalidState(format!(
                 "operation {id} is {}; only failed, cancelled or interrupted ones can be retried",
                 op.status

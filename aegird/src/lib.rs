@@ -17,6 +17,7 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod hex;
 pub mod import;
 pub mod model;
 pub mod store;

@@ -372,22 +372,16 @@ pub(super) struct Secrets {
 
 impl Secrets {
     fn new() -> Secrets {
-        Secrets::with_password(random_hex(24))
+        Secrets::with_password(crate::hex::random(24))
     }
 
     /// A site's secrets around a database password it already has (one taken over).
     pub(super) fn with_password(db_password: String) -> Secrets {
         Secrets {
             db_password,
-            salts: (0..8).map(|_| random_hex(32)).collect(),
+            salts: (0..8).map(|_| crate::hex::random(32)).collect(),
         }
     }
-}
-
-fn random_hex(bytes: usize) -> String {
-    (0..bytes)
-        .map(|_| format!("{:02x}", rand::random::<u8>()))
-        .collect()
 }
 
 /// Finds the mariadb (or mysql) client, as root through the unix socket (Debian's default
@@ -1071,8 +1065,8 @@ rm -rf "$2" "$3" "$4" "$5""#
         let s = &self.t.site;
         let url = match s.app {
             AppKind::Wordpress => {
-                let token = random_hex(32);
-                let hash = hex(&Sha256::digest(token.as_bytes()));
+                let token = crate::hex::random(32);
+                let hash = crate::hex::encode(&Sha256::digest(token.as_bytes()));
                 let expires = (cx.now().0 / 1000 + LOGIN_TTL_SECS).to_string();
                 self.t
                     .wp_php(
@@ -1128,8 +1122,4 @@ rm -rf "$2" "$3" "$4" "$5""#
         };
         Ok(json!({ "output": out.trim() }))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -161,15 +161,6 @@ pub fn partial_path(dest: &Path) -> PathBuf {
     dest.with_file_name(name)
 }
 
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
-}
-
 // ---------------------------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------------------------
@@ -357,7 +348,7 @@ impl Writer {
                 path: name,
                 kind: MemberKind::File,
                 size: buf.len() as u64,
-                sha256: Some(hex(&Sha256::digest(&buf))),
+                sha256: Some(crate::hex::encode(&Sha256::digest(&buf))),
                 target: None,
             });
             chunks += 1;
@@ -368,7 +359,7 @@ impl Writer {
         self.database = Some(DatabaseSummary {
             chunks,
             size: total,
-            sha256: hex(&hasher.finalize()),
+            sha256: crate::hex::encode(&hasher.finalize()),
         });
         Ok(total)
     }
@@ -452,7 +443,7 @@ impl Writer {
                 result.map_err(io_error(context))?;
                 record.kind = MemberKind::File;
                 record.size = *size;
-                record.sha256 = reader.hasher.map(|h| hex(&h.finalize()));
+                record.sha256 = reader.hasher.map(|h| crate::hex::encode(&h.finalize()));
             }
             EntryKind::Symlink { target } | EntryKind::Hardlink { target } => {
                 builder
@@ -503,7 +494,7 @@ impl Writer {
         sink.flush().map_err(io_error(&context))?;
         sink.file.sync_all().map_err(io_error(&context))?;
         let size = sink.bytes;
-        let sha256 = hex(&sink.hasher.finalize());
+        let sha256 = crate::hex::encode(&sink.hasher.finalize());
         drop(sink.file);
 
         fs::rename(&self.partial, &self.dest).map_err(io_error(format!(
@@ -671,7 +662,7 @@ pub fn read(path: &Path, limits: Limits, sink: &mut dyn Sink) -> Result<Report, 
         }
     };
     io::copy(&mut rest, &mut HashSink(&mut file_hasher)).map_err(io_error(&open_context))?;
-    report.archive_sha256 = hex(&file_hasher.finalize());
+    report.archive_sha256 = crate::hex::encode(&file_hasher.finalize());
     Ok(report)
 }
 
@@ -916,7 +907,7 @@ fn read_ours<R: Read>(
                 SeenMember {
                     kind: MemberKind::File,
                     size: member.size,
-                    sha256: reader.hasher.map(|h| hex(&h.finalize())),
+                    sha256: reader.hasher.map(|h| crate::hex::encode(&h.finalize())),
                     target: None,
                 },
             );
@@ -965,7 +956,7 @@ fn read_ours<R: Read>(
     }
     drain_trailer(archive.into_inner(), budget, true)?;
 
-    let db_sha = hex(&db_hasher.finalize());
+    let db_sha = crate::hex::encode(&db_hasher.finalize());
     check_manifest(
         &manifest,
         &header_doc.header,
@@ -1167,7 +1158,7 @@ fn deliver(
     if let Err(e) = io::copy(&mut reader, &mut io::sink()) {
         return Err(budget.stream_error(&entry.path, e));
     }
-    Ok(reader.hasher.map(|h| hex(&h.finalize())))
+    Ok(reader.hasher.map(|h| crate::hex::encode(&h.finalize())))
 }
 
 /// Reads what follows the tar end marker. For our format it must be zeros (the end blocks and
@@ -1883,7 +1874,7 @@ mod tests {
     }
 
     fn sha256_hex(data: &[u8]) -> String {
-        hex(&Sha256::digest(data))
+        crate::hex::encode(&Sha256::digest(data))
     }
 
     fn gnu_tar(cwd: &Path, args: &[&str]) -> Vec<u8> {

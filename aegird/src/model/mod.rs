@@ -120,6 +120,14 @@ impl OperationStatus {
     pub fn is_final(self) -> bool {
         !matches!(self, OperationStatus::Queued | OperationStatus::Running)
     }
+
+    /// Ended without succeeding: Aegir 3's Retry button applies.
+    pub fn is_retryable(self) -> bool {
+        matches!(
+            self,
+            OperationStatus::Failed | OperationStatus::Cancelled | OperationStatus::Interrupted
+        )
+    }
 }
 
 text_enum! {

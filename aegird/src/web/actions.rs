@@ -73,10 +73,7 @@ fn login_page(
     error: Option<String>,
     status: StatusCode,
 ) -> Response {
-    let token: String = rand::random::<[u8; 32]>()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let token = crate::hex::random(32);
     let mut response = render(
         &LoginPage {
             csrf: token.clone(),

@@ -209,15 +209,9 @@ pub(super) async fn releases_page(
             packages: r
                 .packages
                 .iter()
-                .map(|p| {
-                    let v = serde_json::to_value(p).unwrap_or_default();
-                    format!(
-                        "{} {}",
-                        v["name"].as_str().unwrap_or("?"),
-                        v["version"].as_str().unwrap_or("")
-                    )
-                    .trim_end()
-                    .to_string()
+                .map(|p| match &p.version {
+                    Some(v) => format!("{} {v}", p.name),
+                    None => p.name.clone(),
                 })
                 .collect(),
         })
@@ -495,11 +489,8 @@ async fn operation_view(app: &App, id: Id, go: bool) -> Result<OperationView, Pr
             })
             .collect(),
         finished: o.status.is_final(),
-        can_retry: o.kind != OperationKind::Aegir3Task
-            && matches!(
-                o.status,
-                OperationStatus::Failed | OperationStatus::Cancelled | OperationStatus::Interrupted
-            ),
+        // As `App::retry_operation` decides: a task Aegir 3 ran is history.
+        can_retry: o.kind != OperationKind::Aegir3Task && o.status.is_retryable(),
         can_cancel: !o.status.is_final() && !o.cancel_requested,
         login_url,
         go,
@@ -554,15 +545,6 @@ pub async fn operation_state(
     ))
 }
 
-const STATUSES: [&str; 6] = [
-    "queued",
-    "running",
-    "succeeded",
-    "failed",
-    "cancelled",
-    "interrupted",
-];
-
 pub async fn operations(
     State(app): State<App>,
     Extension(s): Extension<Session>,
@@ -570,17 +552,14 @@ pub async fn operations(
 ) -> Answer {
     let page = page_number(p.page)?;
     let now = app.now();
-    let status = if p.status.is_empty() {
-        None
-    } else {
-        Some(p.status.parse::<OperationStatus>().map_err(|_| {
-            Problem::new(
-                StatusCode::BAD_REQUEST,
-                "Not accepted",
-                "status must be one of queued, running, succeeded, failed, cancelled, interrupted",
-            )
-        })?)
-    };
+    let status =
+        if p.status.is_empty() {
+            None
+        } else {
+            Some(p.status.parse::<OperationStatus>().map_err(|e| {
+                Problem::new(StatusCode::BAD_REQUEST, "Not accepted", &e.to_string())
+            })?)
+        };
     let list = app
         .list_operations(OperationQuery {
             limit: Some(PAGE),
@@ -600,7 +579,7 @@ pub async fn operations(
         &OperationsPage {
             chrome: s.chrome("operations"),
             status: p.status,
-            statuses: STATUSES.to_vec(),
+            statuses: OperationStatus::ALL.iter().map(|s| s.as_str()).collect(),
             rows: list.items.iter().map(|o| op_row(o, now)).collect(),
             range: format!("Operations {range}, newest first"),
             prev,
