@@ -33,9 +33,27 @@ pub struct Target {
     /// The site title an install gives WordPress and Drupal.
     pub title: String,
     pub exec: Arc<dyn HostExecutor>,
+    /// Where the files and settings steps put Drupal's `sites/<uri>`.
+    pub drupal_dir: DrupalSiteDir,
+}
+
+/// Drupal's `sites/<uri>` in place, or staged beside the one Aegir 3 still serves from the
+/// same path, until a takeover swaps the two in one rename.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DrupalSiteDir {
+    InPlace,
+    Staged,
 }
 
 impl Target {
+    /// Drupal's per-site directory as the files and settings steps write it.
+    pub(super) fn drupal_site_dir(&self) -> String {
+        match self.drupal_dir {
+            DrupalSiteDir::InPlace => self.site.drupal_site_dir(),
+            DrupalSiteDir::Staged => self.site.drupal_site_staged(),
+        }
+    }
+
     /// A logged script on the environment's host (see [`shell::script`]).
     pub(super) async fn sh(
         &self,
@@ -203,19 +221,20 @@ pub fn plan(kind: OperationKind, target: Target, serving: Serving, archives: Arc
                 unreachable!("a takeover is planned with where Aegir 3 keeps the site")
             };
             use super::takeover;
-            (
-                vec![
-                    takeover::adopt(t.clone(), a3.clone()),
-                    step(Kind::Database { create: false }),
-                    step(Kind::Files),
-                    step(Kind::Settings),
-                    takeover::uploads(t.clone(), a3.clone()),
-                    takeover::swap_vhost(t.clone(), a3.clone(), serving),
-                    takeover::record(t.clone(), a3),
-                ],
-                false,
-                None,
-            )
+            let mut steps = vec![
+                takeover::adopt(t.clone(), a3.clone()),
+                step(Kind::Database { create: false }),
+                step(Kind::Files),
+                step(Kind::Settings),
+            ];
+            if t.site.app == AppKind::Wordpress {
+                steps.push(takeover::uploads(t.clone(), a3.clone()));
+            }
+            steps.extend([
+                takeover::swap_vhost(t.clone(), a3.clone(), serving),
+                takeover::record(t.clone(), a3),
+            ]);
+            (steps, false, None)
         }
         OperationKind::EnvLogin => (vec![step(Kind::Login)], false, None),
         OperationKind::EnvCron => (vec![step(Kind::Cron)], false, None),
@@ -486,10 +505,10 @@ rm -f "$1/.database""#
                 self.t
                     .sh(
                         cx,
-                        &format!("remove {}", s.drupal_site_dir()),
+                        &format!("remove {}", self.t.drupal_site_dir()),
                         r#"rm -rf "$1.new-$2"
 if [ "$(cat "$1/.aegir-env" 2>/dev/null)" = "$2" ]; then rm -rf "$1"; fi"#,
-                        &[&s.drupal_site_dir(), &s.key],
+                        &[&self.t.drupal_site_dir(), &s.key],
                     )
                     .await?;
             }
@@ -766,7 +785,7 @@ done"#,
             AppKind::Drupal | AppKind::Drupal7 => {
                 self.t.sh(
                     cx,
-                    &format!("create {}", s.drupal_site_dir()),
+                    &format!("create {}", self.t.drupal_site_dir()),
                     r#"set -e
 [ -d "$(dirname "$1")" ] || { echo "$(dirname "$1") is missing: this release is not a Drupal codebase aegird can add sites to" >&2; exit 1; }
 if [ -e "$1" ]; then
@@ -780,7 +799,7 @@ else
   mv -T "$1.new-$2" "$1"
 fi
 ln -sfn "$3" "$1/files""#,
-                    &[&s.drupal_site_dir(), &s.key, &s.files_dir()],
+                    &[&self.t.drupal_site_dir(), &s.key, &s.files_dir()],
                 )
                 .await?;
             }
@@ -824,7 +843,7 @@ ln -sfn "$3" "$1/files""#,
                 let settings = self
                     .write(
                         cx,
-                        &format!("{}/settings.php", s.drupal_site_dir()),
+                        &format!("{}/settings.php", self.t.drupal_site_dir()),
                         &drupal::settings(s),
                         0o440,
                         Some(layout::WEB_GROUP),

@@ -108,6 +108,11 @@ impl Site {
     pub fn drupal_site_dir(&self) -> String {
         format!("{}/sites/{}", self.docroot_path(), self.uri)
     }
+    /// Where a takeover builds aegird's `sites/<uri>` beside the one Aegir 3 still serves
+    /// (a dot name: no host name matches it, and Aegir 3 does not import it as a site).
+    pub fn drupal_site_staged(&self) -> String {
+        format!("{}/sites/.takeover-{}", self.docroot_path(), self.key)
+    }
     pub fn drupal_site_aside(&self) -> String {
         format!("{}/sites/.deleting-{}", self.docroot_path(), self.key)
     }

@@ -22,7 +22,8 @@ pub use ssh::{SshError, SshKeys};
 
 use crate::engine::{OperationSpec, Plan, PlanError, Planner};
 use crate::model::{
-    BackupReason, BackupStatus, Environment, EnvironmentStatus, OperationKind, Server, Transport,
+    AppKind, BackupReason, BackupStatus, Environment, EnvironmentStatus, OperationKind, Server,
+    Transport,
 };
 use crate::store::Store;
 
@@ -232,7 +233,11 @@ impl HostPlanner {
         } else {
             None
         };
-        let (target, serving) = self.env_target(store, &env, title, true).await?;
+        let (mut target, serving) = self.env_target(store, &env, title, true).await?;
+        if aegir3.is_some() && matches!(target.site.app, AppKind::Drupal | AppKind::Drupal7) {
+            // Aegir 3 serves the site from the very `sites/<uri>` aegird's steps would write.
+            target.drupal_dir = env::DrupalSiteDir::Staged;
+        }
         let param = |k: &str| spec.params.get(k);
         let mut archives = env::Archives {
             settings: self.backups.clone(),
@@ -367,6 +372,7 @@ impl HostPlanner {
             release: release.name.clone(),
             app_version: release.app_version.clone(),
             exec,
+            drupal_dir: env::DrupalSiteDir::InPlace,
         };
         Ok((target, serving))
     }

@@ -38,6 +38,55 @@ fn kept_dir(t: &Target) -> String {
     format!("{}/.aegir3", t.site.dir())
 }
 
+/// Drupal's side of a takeover: aegird's `sites/<uri>` is built beside Aegir 3's (which is
+/// the same path in the same codebase) and swapped in with the vhost.
+struct DrupalDirs {
+    /// aegird's, until the swap; then Aegir 3's, until it is moved to `kept`.
+    staged: String,
+    /// `sites/<uri>`, the directory Drupal reads for the site.
+    live: String,
+    /// Where Aegir 3's `sites/<uri>` is kept once the swap is done.
+    kept: String,
+}
+
+fn drupal_dirs(t: &Target) -> Option<DrupalDirs> {
+    matches!(t.site.app, AppKind::Drupal | AppKind::Drupal7).then(|| DrupalDirs {
+        staged: t.site.drupal_site_staged(),
+        live: t.site.drupal_site_dir(),
+        kept: format!("{}/site", kept_dir(t)),
+    })
+}
+
+/// Shell functions the Drupal swap needs.
+/// - `exchange A B` swaps two directories in one rename (renameat2 with RENAME_EXCHANGE), so
+///   a request finds one or the other, never neither. coreutils has it from 9.5 (`mv
+///   --exchange`); before that perl, which every Debian has, makes the system call.
+/// - `move_dir FROM TO` is a rename on one filesystem; across two, it copies under a
+///   temporary name first, so `TO` only ever exists whole and `FROM` goes once `TO` is there.
+/// - `opcache_wait PHP` prints how long php-fpm may go on running a changed script's old
+///   compiled code: opcache looks at a file again only every `revalidate_freq` seconds.
+const DIR_FUNCTIONS: &str = r#"exchange() {
+  mv --exchange -T -- "$1" "$2" 2>/dev/null && return 0
+  perl -MPOSIX -e 'my %nr = (x86_64 => 316, aarch64 => 276, riscv64 => 276, ppc64le => 357, s390x => 347, i686 => 353, armv7l => 382);
+my $n = $nr{(POSIX::uname())[4]} or die "no renameat2 system call number for this machine
+";
+syscall($n, -100, $ARGV[0], -100, $ARGV[1], 2) == 0 or die "renameat2: $!
+";' -- "$1" "$2"
+}
+move_dir() {
+  if [ "$(stat -c %d "$1")" = "$(stat -c %d "$(dirname "$2")")" ]; then mv -T "$1" "$2"; return; fi
+  rm -rf "$2.part"; cp -a "$1" "$2.part"; mv -T "$2.part" "$2"; rm -rf "$1"
+}
+opcache_wait() {
+  fpm=$(command -v "php-fpm$1" || echo "/usr/sbin/php-fpm$1")
+  info=$("$fpm" -i 2>/dev/null) || { echo 3; return 0; }
+  printf '%s
+' "$info" | awk -F' => ' '$1 == "opcache.enable" { on = ($2 == "On" || $2 == "1") }
+$1 == "opcache.revalidate_freq" { f = $2 }
+END { if (!on) print 0; else if (f == "") print 3; else print f + 1 }'
+}
+"#;
+
 /// A MySQL option file for the site's own account: how its password reaches the client
 /// (on stdin, never in an argument).
 fn client_options(rc: &SiteDrushrc) -> String {
@@ -190,26 +239,45 @@ impl Step for TakeoverStep {
             }
             // Only a directory this takeover made (its marker names the key) goes.
             Kind::Adopt => {
+                let staged = drupal_dirs(t).map(|d| d.staged).unwrap_or_default();
                 t.sh(
                     cx,
                     &format!("remove the site directory {}", s.dir()),
                     r#"rm -rf "$1.new-$3"
+if [ -n "$4" ]; then
+  rm -rf "$4.probe-a" "$4.probe-b"
+  if [ "$(cat "$4/.aegir-env" 2>/dev/null)" = "$3" ]; then rm -rf "$4"; fi
+fi
 if [ "$(cat "$2" 2>/dev/null)" = "$3" ] && [ -e "$1/.aegir3/adopted" ]; then rm -rf "$1"; fi"#,
-                    &[&s.dir(), &s.marker(), &s.key],
+                    &[&s.dir(), &s.marker(), &s.key, &staged],
                 )
                 .await?;
             }
             Kind::SwapVhost(_) => {
                 let alias = self.a3.alias_file.clone().unwrap_or_default();
+                let dirs = drupal_dirs(t);
+                let (staged, live, kept_site) = dirs
+                    .as_ref()
+                    .map(|d| (d.staged.as_str(), d.live.as_str(), d.kept.as_str()))
+                    .unwrap_or_default();
+                // Aegir 3's vhost is serving again before its sites/<uri> is back: aegird's
+                // settings.php works behind either vhost, Aegir 3's only behind its own.
                 let script = format!(
                     r#"set -e
+{DIR_FUNCTIONS}vhost=$1 key=$2 a3_vhost=$3 kept_vhost=$4 alias=$5 kept_alias=$6
+staged=$8 live=$9 kept_site=${{10}}
 exec 9>"$7"
 flock 9
-if [ -e "$4" ] && [ ! -e "$3" ]; then mv -f "$4" "$3"; fi
-if [ -n "$5" ] && [ -e "$6" ] && [ ! -e "$5" ]; then mv -f "$6" "$5"; fi
-if grep -qF "(aegir-env $2)" "$1" 2>/dev/null; then rm -f "$1"; fi
-rm -f "$1.aegir-new"
-nginx -t >/dev/null 2>&1 && {{ {reload}}}"#,
+if [ -e "$kept_vhost" ] && [ ! -e "$a3_vhost" ]; then mv -f "$kept_vhost" "$a3_vhost"; fi
+if [ -n "$alias" ] && [ -e "$kept_alias" ] && [ ! -e "$alias" ]; then mv -f "$kept_alias" "$alias"; fi
+if grep -qF "(aegir-env $key)" "$vhost" 2>/dev/null; then rm -f "$vhost"; fi
+rm -f "$vhost.aegir-new"
+nginx -t >/dev/null 2>&1 && {{ {reload}}}
+if [ -n "$staged" ]; then
+  rm -rf "$kept_site.part" "$staged.part"
+  if [ -e "$kept_site" ]; then rm -rf "$staged"; move_dir "$kept_site" "$staged"; fi
+  if [ -d "$staged" ] && [ "$(cat "$live/.aegir-env" 2>/dev/null)" = "$key" ]; then exchange "$staged" "$live"; fi
+fi"#,
                     reload = nginx::RELOAD
                 );
                 t.sh(
@@ -224,6 +292,9 @@ nginx -t >/dev/null 2>&1 && {{ {reload}}}"#,
                         &alias,
                         &format!("{}/alias.drushrc.php", kept_dir(t)),
                         layout::NGINX_LOCK,
+                        staged,
+                        live,
+                        kept_site,
                     ],
                 )
                 .await?;
@@ -313,15 +384,19 @@ grep -qF "$3" "$2" || { echo "the vhost $2 does not name $3" >&2; exit 1; }"#,
     }
 
     /// aegird's site directory, made from Aegir 3's in one rename: the marker, the secrets
-    /// (Aegir 3's database password, new application salts) and a copy of the files.
+    /// (Aegir 3's database password, new application salts) and a copy of the files. For
+    /// Drupal, also aegird's `sites/<uri>` staged beside Aegir 3's with the site's own code.
     async fn adopt(&self, cx: &StepContext) -> Result<Value, StepError> {
         let t = &self.t;
         let s = &t.site;
-        if !matches!(s.app, AppKind::Wordpress | AppKind::Php) {
-            return Err(StepError::new(format!(
-                "taking over a {} site is not supported yet: aegird keeps Drupal's sites/<uri> in the release, where Aegir 3's still is",
-                s.app
-            )));
+        let dirs = drupal_dirs(t);
+        if let Some(d) = &dirs {
+            if d.live.trim_end_matches('/') != self.a3.site_path.trim_end_matches('/') {
+                return Err(StepError::new(format!(
+                    "Aegir 3 keeps {} in {}, but release {}'s sites directory would put it in {}: run `aegir release verify {}` so aegird reads the codebase's docroot",
+                    s.uri, self.a3.site_path, t.release, d.live, t.release
+                )));
+            }
         }
         let rc = read_drushrc(t, cx, &self.a3.drushrc).await?;
         if rc.db_user != s.key || rc.db_name != s.key {
@@ -338,46 +413,100 @@ grep -qF "$3" "$2" || { echo "the vhost $2 does not name $3" >&2; exit 1; }"#,
         }
         let secrets = super::env::Secrets::with_password(rc.db_password.expose().to_string());
         let secrets = serde_json::to_vec(&secrets).expect("secrets serialise");
+        let staged = dirs.as_ref().map(|d| d.staged.as_str()).unwrap_or_default();
+        let script = format!(
+            r#"set -e
+{DIR_FUNCTIONS}dir=$1 marker=$2 key=$3 a3=$4 vhost=$5 staged=$6
+adopted=
+if [ -e "$dir" ]; then
+  if [ "$(cat "$marker" 2>/dev/null)" = "$key" ] && [ -e "$dir/.aegir3/adopted" ]; then adopted=1
+  else echo "$dir already exists and belongs to another site" >&2; exit 1; fi
+fi
+[ -d "$a3" ] || {{ echo "Aegir 3's site directory $a3 is missing" >&2; exit 1; }}
+if [ -e "$vhost" ] && ! grep -qF "(aegir-env $key)" "$vhost"; then
+  echo "$vhost already exists and is not aegird's vhost for this site" >&2; exit 1
+fi
+if [ -n "$staged" ]; then
+  rm -rf "$staged.probe-a" "$staged.probe-b"
+  mkdir "$staged.probe-a" "$staged.probe-b"
+  if ! err=$(exchange "$staged.probe-a" "$staged.probe-b" 2>&1); then
+    rm -rf "$staged.probe-a" "$staged.probe-b"
+    echo "$(dirname "$staged") cannot swap two directories in one rename ($err): Drupal would be left without its settings.php for a moment" >&2
+    exit 1
+  fi
+  rm -rf "$staged.probe-a" "$staged.probe-b"
+  if [ -d "$a3/private/files/config" ] && [ -d "$a3/private/config" ]; then
+    echo "$a3 has both private/config and private/files/config: aegird keeps private files and configuration in one directory, $dir/private; move one of them" >&2
+    exit 1
+  fi
+fi
+if [ -z "$adopted" ]; then
+  tmp="$dir.new-$key"
+  rm -rf "$tmp"
+  mkdir -p "$(dirname "$dir")"
+  mkdir -m 0755 "$tmp" "$tmp/.aegir3"
+  (umask 077; cat > "$tmp/secrets.json")
+  if [ -d "$a3/files" ]; then cp -a "$a3/files" "$tmp/files"; fi
+  if [ -z "$staged" ]; then
+    if [ -d "$a3/private" ]; then cp -a "$a3/private" "$tmp/private"; fi
+  else
+    # Aegir 3 keeps Drupal's private files in private/files, its configuration in
+    # private/config and temporary files in private/temp; aegird's private directory
+    # holds the first two, as settings.php tells Drupal.
+    mkdir "$tmp/private"
+    if [ -d "$a3/private/files" ]; then cp -a "$a3/private/files/." "$tmp/private/"; fi
+    if [ -d "$a3/private/config" ]; then cp -a "$a3/private/config" "$tmp/private/config"; fi
+  fi
+  printf '%s\n' "$a3" > "$tmp/.aegir3/adopted"
+  printf '%s\n' "$key" > "$tmp/.aegir-env"
+  mv -T "$tmp" "$dir"
+else
+  cat > /dev/null
+fi
+if [ -n "$staged" ]; then
+  # The site's own code (modules, themes, libraries) and local.settings.php; not Aegir 3's
+  # settings.php and drushrc.php, nor the files, which are in $dir now.
+  if [ -e "$staged" ] && [ "$(cat "$staged/.aegir-env" 2>/dev/null)" != "$key" ]; then
+    echo "$staged already exists and is not this site's" >&2; exit 1
+  fi
+  rm -rf "$staged"
+  mkdir -m 0755 "$staged"
+  printf '%s\n' "$key" > "$staged/.aegir-env"
+  # For the few seconds php-fpm may still run Aegir 3's settings.php from its cache after
+  # the swap, its private paths lead to aegird's directories; the swap removes these links.
+  mkdir "$staged/private"
+  ln -s "$dir/private" "$staged/private/files"
+  ln -s "$dir/private/tmp" "$staged/private/temp"
+  ln -s "$dir/private/config" "$staged/private/config"
+  find "$a3" -mindepth 1 -maxdepth 1 ! -name settings.php ! -name drushrc.php ! -name files \
+    ! -name private ! -name database.sql ! -name .aegir-env -exec cp -a -t "$staged" {{}} +
+fi"#
+        );
         t.sh_input(
             cx,
             &format!("make {} from Aegir 3's {}", s.dir(), self.a3.site_path),
-            r#"set -e
-if [ -e "$1" ]; then
-  if [ "$(cat "$2" 2>/dev/null)" = "$3" ] && [ -e "$1/.aegir3/adopted" ]; then exit 0; fi
-  echo "$1 already exists and belongs to another site" >&2; exit 1
-fi
-[ -d "$4" ] || { echo "Aegir 3's site directory $4 is missing" >&2; exit 1; }
-if [ -e "$5" ] && ! grep -qF "(aegir-env $3)" "$5"; then
-  echo "$5 already exists and is not aegird's vhost for this site" >&2; exit 1
-fi
-tmp="$1.new-$3"
-rm -rf "$tmp"
-mkdir -p "$(dirname "$1")"
-mkdir -m 0755 "$tmp" "$tmp/.aegir3"
-(umask 077; cat > "$tmp/secrets.json")
-for d in files private; do
-  if [ -d "$4/$d" ]; then cp -a "$4/$d" "$tmp/$d"; fi
-done
-printf '%s\n' "$4" > "$tmp/.aegir3/adopted"
-printf '%s\n' "$3" > "$tmp/.aegir-env"
-mv -T "$tmp" "$1""#,
+            &script,
             &[
                 &s.dir(),
                 &s.marker(),
                 &s.key,
                 &self.a3.site_path,
                 &s.vhost_file(),
+                staged,
             ],
             secrets,
         )
         .await?;
-        Ok(json!({ "dir": s.dir(), "from": self.a3.site_path }))
+        Ok(
+            json!({ "dir": s.dir(), "from": self.a3.site_path, "drupal_staged": dirs.map(|d| d.staged) }),
+        )
     }
 
     /// aegird's vhost in, Aegir 3's out (kept in the site directory), one `nginx -t` and one
     /// graceful reload: requests in flight finish on the old workers, new ones get the new
     /// configuration, none fails. The site's drush alias goes with it, so Aegir 3 can no
-    /// longer run tasks on the site.
+    /// longer run tasks on the site. For Drupal, aegird's `sites/<uri>` takes the place of
+    /// Aegir 3's in the same locked script, before the reload.
     async fn swap(&self, cx: &StepContext, serving: Serving) -> Result<Value, StepError> {
         let t = &self.t;
         let s = &t.site;
@@ -393,21 +522,45 @@ mv -T "$tmp" "$1""#,
         let new = format!("{}.aegir-new", s.vhost_file());
         super::shell::write(cx, t.exec.as_ref(), &new, &nginx::vhost(s, serving), 0o644).await?;
         let alias = self.a3.alias_file.clone().unwrap_or_default();
+        let dirs = drupal_dirs(t);
+        let (staged, live, kept_site) = dirs
+            .as_ref()
+            .map(|d| (d.staged.as_str(), d.live.as_str(), d.kept.as_str()))
+            .unwrap_or_default();
+        // The order matters for Drupal: aegird's settings.php works behind either vhost, but
+        // Aegir 3's reads the database credentials from its own vhost's fastcgi parameters.
+        // So the directories swap first and the new vhost is loaded only once php-fpm can
+        // no longer be running Aegir 3's settings.php from its cache.
         let script = format!(
             r#"set -e
+{DIR_FUNCTIONS}vhost=$1 new=$2 a3_vhost=$4 kept_vhost=$5 alias=$6 kept_alias=$7
+staged=$9 live=${{10}} kept_site=${{11}} php=${{12}}
 exec 9>"$8"
 flock 9
-if [ -e "$4" ]; then mv -f "$4" "$5"; fi
-if [ -n "$6" ] && [ -e "$6" ]; then mv -f "$6" "$7"; fi
-mv -f "$2" "$1"
+if [ -e "$a3_vhost" ]; then mv -f "$a3_vhost" "$kept_vhost"; fi
+if [ -n "$alias" ] && [ -e "$alias" ]; then mv -f "$alias" "$kept_alias"; fi
+mv -f "$new" "$vhost"
+back() {{
+  rm -f "$vhost"
+  if [ -e "$kept_vhost" ] && [ ! -e "$a3_vhost" ]; then mv -f "$kept_vhost" "$a3_vhost"; fi
+  if [ -n "$alias" ] && [ -e "$kept_alias" ] && [ ! -e "$alias" ]; then mv -f "$kept_alias" "$alias"; fi
+}}
+if [ -n "$staged" ] && ! err=$(exchange "$staged" "$live" 2>&1); then
+  back
+  echo "could not swap $staged and $live, Aegir 3's vhost is back: $err" >&2
+  exit 1
+fi
 if ! out=$(nginx -t 2>&1); then
-  rm -f "$1"
-  if [ -e "$5" ] && [ ! -e "$4" ]; then mv -f "$5" "$4"; fi
-  if [ -n "$6" ] && [ -e "$7" ] && [ ! -e "$6" ]; then mv -f "$7" "$6"; fi
+  back
+  if [ -n "$staged" ]; then exchange "$staged" "$live"; fi
   echo "nginx -t refused the new configuration, Aegir 3's vhost is back: $out" >&2
   exit 1
 fi
-{reload}"#,
+if [ -n "$staged" ]; then sleep "$(opcache_wait "$php")"; fi
+{reload}if [ -n "$staged" ]; then
+  rm -rf "$live/private" "$kept_site.part"
+  move_dir "$staged" "$kept_site"
+fi"#,
             reload = nginx::RELOAD
         );
         let kept = kept_dir(t);
@@ -428,9 +581,17 @@ fi
                 &alias,
                 &format!("{kept}/alias.drushrc.php"),
                 layout::NGINX_LOCK,
+                staged,
+                live,
+                kept_site,
+                &s.php,
             ],
         )
         .await?;
-        Ok(json!({ "vhost": s.vhost_file(), "aegir3_vhost_kept": format!("{kept}/vhost") }))
+        Ok(json!({
+            "vhost": s.vhost_file(),
+            "aegir3_vhost_kept": format!("{kept}/vhost"),
+            "aegir3_site_kept": dirs.map(|d| d.kept),
+        }))
     }
 }

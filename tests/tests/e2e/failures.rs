@@ -677,3 +677,90 @@ async fn a_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
     assert_eq!(site_leftovers(&uri, &key, None), Vec::<String>::new());
     sites.stop().await;
 }
+
+#[tokio::test]
+async fn a_drupal_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
+    let sites = Sites::start().await;
+    let a3 = crate::import::Aegir3::load();
+    let title = unique("Aegir 3 Drupal");
+    let site = crate::takeover::build_drupal_site(&a3, &title);
+    let uri = site.uri.clone();
+    sites
+        .app
+        .import_aegir3(aegird::app::ImportAegir3 {
+            hostmaster_db: Some(a3.url()),
+            aegir_root: Some(a3.root.path().display().to_string()),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let op = sites.app.verify_server("localhost").await.unwrap();
+    assert_eq!(sites.wait(op.id).await, OperationStatus::Succeeded);
+    let aegir3_before = a3.fingerprint_with(false);
+    // The database, its user and Aegir 3's sites/<uri>: nothing else of the site's.
+    let before = site_leftovers(&uri, &site.key, Some(&site.sites));
+    assert_eq!(before.len(), 3, "{before:?}");
+    let managed_by = || async {
+        sites
+            .db
+            .store
+            .environment_by_uri(&uri)
+            .await
+            .unwrap()
+            .unwrap()
+            .managed_by
+    };
+    let steps = [
+        "adopt-site-directory",
+        "database",
+        "files",
+        "settings",
+        "swap-vhost",
+        "record-takeover",
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        for when in [When::Before, When::After] {
+            let case = format!("Drupal takeover failing {when:?} {step}");
+            sites.injector.set(Some(Injection {
+                kind: OperationKind::EnvTakeover,
+                step: i,
+                when,
+            }));
+            let (status, ran) = sites.act(&uri, EnvAction::Takeover).await;
+            sites.injector.set(None);
+            assert_eq!(ran, steps, "{case}");
+            assert_eq!(status, OperationStatus::Failed, "{case}");
+            if let Err(e) = crate::takeover::drupal_serves(&uri, &title) {
+                panic!("{case}: the site is not served as before: {e}");
+            }
+            assert_eq!(
+                a3.fingerprint_with(false),
+                aegir3_before,
+                "{case}: Aegir 3 changed"
+            );
+            assert_eq!(
+                site_leftovers(&uri, &site.key, Some(&site.sites)),
+                before,
+                "{case}"
+            );
+            assert_eq!(
+                managed_by().await,
+                aegird::model::Management::Aegir3,
+                "{case}"
+            );
+        }
+    }
+    let (status, _) = sites.act(&uri, EnvAction::Takeover).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    crate::takeover::drupal_serves(&uri, &title).unwrap();
+    assert_eq!(managed_by().await, aegird::model::Management::Aegird);
+    assert_eq!(
+        sites.delete_without_backup(&uri).await,
+        OperationStatus::Succeeded
+    );
+    assert_eq!(
+        site_leftovers(&uri, &site.key, Some(&site.sites)),
+        Vec::<String>::new()
+    );
+    sites.stop().await;
+}

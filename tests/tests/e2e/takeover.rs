@@ -55,7 +55,7 @@ fn php_fpm_socket() -> String {
 /// After a failure, aegird's side of the sites (named by uri and key) goes too.
 pub struct Outside {
     include: String,
-    wp_config: String,
+    wp_config: Option<String>,
     db: String,
     sites: std::cell::RefCell<Vec<(String, String)>>,
 }
@@ -63,7 +63,9 @@ pub struct Outside {
 impl Drop for Outside {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.include);
-        let _ = std::fs::remove_file(&self.wp_config);
+        if let Some(config) = &self.wp_config {
+            let _ = std::fs::remove_file(config);
+        }
         for (uri, key) in self.sites.borrow().iter() {
             let _ = std::fs::remove_file(format!("/etc/aegir/nginx/vhosts/{uri}.conf"));
             let _ = std::fs::remove_dir_all(format!("/var/aegir/sites/{uri}"));
@@ -130,14 +132,15 @@ pub fn build_site(a3: &Aegir3, title: &str) -> (String, String, String, Outside)
          GRANT ALL ON `{key}`.* TO '{key}'@'localhost';"
     ));
     let config_name = format!("aegir3-{hex}");
+    let wp_config = format!("/etc/wordpress/config-{config_name}.php");
     let outside = Outside {
         include: format!("/etc/nginx/conf.d/aegir3-test-{hex}.conf"),
-        wp_config: format!("/etc/wordpress/config-{config_name}.php"),
+        wp_config: Some(wp_config.clone()),
         db: key.clone(),
         sites: std::cell::RefCell::new(vec![(uri.clone(), key.clone())]),
     };
     std::fs::write(
-        &outside.wp_config,
+        &wp_config,
         format!(
             "<?php\ndefine('DB_NAME', '{key}');\ndefine('DB_USER', '{key}');\n\
              define('DB_PASSWORD', '{password}');\ndefine('DB_HOST', 'localhost');\n\
@@ -457,4 +460,361 @@ fn live_aegir3_site_is_imported_verified_taken_over_backed_up_and_restored() {
     for (u, k) in [(&uri, &key), (&copy, &copy_key)] {
         assert_eq!(site_leftovers(u, k, None), Vec::<String>::new());
     }
+}
+
+/// A live Aegir 3-style Drupal 7 site, beside the shared fixture. Drupal cannot be had here:
+/// the platform is the Drupal 7 fixture with a **stand-in front controller** (below, not
+/// Drupal) that reads the site the way Drupal does. Everything around it is as Aegir 3 lays it
+/// out: `sites/<uri>` in the platform with settings.php reading "cloaked" credentials from
+/// the vhost's fastcgi parameters, drushrc.php, files, `private/files`, `private/temp`, a
+/// module of the site's own and local.settings.php; the vhost passing `db_*`; the alias; the
+/// hostmaster rows.
+pub struct DrupalSite {
+    pub uri: String,
+    pub key: String,
+    /// The platform's `sites` directory, where aegird must leave nothing once it is done.
+    pub sites: std::path::PathBuf,
+    pub site_path: String,
+    /// Removes what the site put outside the Aegir root, when dropped.
+    pub _outside: Outside,
+}
+
+/// Stand-in for Drupal 7's index.php: picks the site directory and loads its settings.php as
+/// conf_path() and drupal_settings_initialize() do, connects with `$databases`, and shows the
+/// site name from the database, a private file read through file_private_path, the site's
+/// own module (from its directory) and what local.settings.php set.
+const DRUPAL_STAND_IN: &str = r#"<?php
+// Stand-in for Drupal 7's front controller, written by aegir's tests (not Drupal).
+chdir(__DIR__);
+$host = strtolower(preg_replace('/:\d+$/', '', $_SERVER['HTTP_HOST']));
+$conf_path = is_file("sites/$host/settings.php") ? "sites/$host" : 'sites/default';
+$databases = array();
+$conf = array();
+require "$conf_path/settings.php";
+$db = $databases['default']['default'];
+$port = empty($db['port']) ? 3306 : (int) $db['port'];
+$link = mysqli_connect($db['host'], $db['username'], $db['password'], $db['database'], $port);
+$name = mysqli_fetch_row(mysqli_query($link, "SELECT value FROM variable WHERE name = 'site_name'"))[0];
+$private = $conf['file_private_path'];
+if ($private[0] != '/') {
+  $private = __DIR__ . "/$private";
+}
+if (is_file("$conf_path/modules/a3_custom/a3_custom.module")) {
+  require "$conf_path/modules/a3_custom/a3_custom.module";
+}
+header('Content-Type: text/html; charset=utf-8');
+echo '<!DOCTYPE html><title>' . htmlspecialchars($name) . "</title>\n";
+echo '<p>private: ' . htmlspecialchars((string) @file_get_contents("$private/note.txt")) . "</p>\n";
+echo '<p>module: ' . (function_exists('a3_custom_hello') ? a3_custom_hello() : 'missing') . "</p>\n";
+echo '<p>local: ' . htmlspecialchars(isset($conf['a3_local']) ? $conf['a3_local'] : 'missing') . "</p>\n";
+"#;
+
+pub fn build_drupal_site(a3: &Aegir3, title: &str) -> DrupalSite {
+    let hex = format!("{:08x}", rand::random::<u32>());
+    let uri = format!("a3d7-{hex}.test");
+    let key = format!("a3d7{hex}");
+    let password = format!("pw-{:016x}", rand::random::<u64>());
+    let root = a3.root.path();
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(root.join("platforms")).unwrap();
+    let platform = root.join("platforms/drupal7live");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(aegir_tests::fixture("drupal7"))
+        .arg(&platform)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    std::fs::write(platform.join("index.php"), DRUPAL_STAND_IN).unwrap();
+    let sites = platform.join("sites");
+    let site = sites.join(&uri);
+    let site_path = site.display().to_string();
+    let a3_site_path = format!("/var/aegir/platforms/drupal7live/sites/{uri}");
+    for dir in [
+        "files",
+        "private/files",
+        "private/temp",
+        "modules/a3_custom",
+    ] {
+        std::fs::create_dir_all(site.join(dir)).unwrap();
+    }
+    std::fs::write(site.join("files/hello.txt"), "uploaded in Aegir 3\n").unwrap();
+    std::fs::write(site.join("private/files/note.txt"), "private in Aegir 3").unwrap();
+    std::fs::write(
+        site.join("modules/a3_custom/a3_custom.info"),
+        "name = A3 custom\ncore = 7.x\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("modules/a3_custom/a3_custom.module"),
+        "<?php\nfunction a3_custom_hello() { return 'a3_custom is here'; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("local.settings.php"),
+        "<?php\n$conf['a3_local'] = 'kept from Aegir 3';\n",
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("settings.php"),
+        format!(
+            "<?php\n// As Aegir 3's provision writes it: credentials \"cloaked\" in the vhost.\n\
+             if (isset($_SERVER['db_name'])) {{\n  $databases['default']['default'] = array(\n    \
+             'driver' => $_SERVER['db_type'],\n    'database' => $_SERVER['db_name'],\n    \
+             'username' => $_SERVER['db_user'],\n    'password' => $_SERVER['db_passwd'],\n    \
+             'host' => $_SERVER['db_host'],\n    'port' => $_SERVER['db_port'],\n  );\n  \
+             unset($_SERVER['db_type'], $_SERVER['db_name'], $_SERVER['db_user'], \
+             $_SERVER['db_passwd'], $_SERVER['db_host'], $_SERVER['db_port']);\n}}\n\
+             $conf['file_public_path'] = 'sites/{uri}/files';\n\
+             $conf['file_private_path'] = 'sites/{uri}/private/files';\n\
+             $conf['file_temporary_path'] = 'sites/{uri}/private/temp';\n\
+             if (is_readable(__DIR__ . '/local.settings.php')) {{\n  \
+             include_once __DIR__ . '/local.settings.php';\n}}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        site.join("drushrc.php"),
+        format!(
+            "<?php \n$options['db_type'] = 'mysql';\n$options['db_host'] = 'localhost';\n\
+             $options['db_port'] = '3306';\n$options['db_passwd'] = '{password}';\n\
+             $options['db_name'] = '{key}';\n$options['db_user'] = '{key}';\n\
+             $options['installed'] = true;\n"
+        ),
+    )
+    .unwrap();
+    for dir in ["files", "private"] {
+        let chown = Command::new("chown")
+            .args(["-R", "www-data:www-data"])
+            .arg(site.join(dir))
+            .status()
+            .unwrap();
+        assert!(chown.success());
+    }
+
+    mysql(&format!(
+        "CREATE DATABASE `{key}`; CREATE USER '{key}'@'localhost' IDENTIFIED BY '{password}'; \
+         GRANT ALL ON `{key}`.* TO '{key}'@'localhost'; \
+         CREATE TABLE `{key}`.variable (name VARCHAR(128) PRIMARY KEY, value LONGBLOB); \
+         INSERT INTO `{key}`.variable VALUES ('site_name', '{title}');"
+    ));
+    let outside = Outside {
+        include: format!("/etc/nginx/conf.d/aegir3-test-{hex}.conf"),
+        wp_config: None,
+        db: key.clone(),
+        sites: std::cell::RefCell::new(vec![(uri.clone(), key.clone())]),
+    };
+
+    std::fs::write(
+        root.join(format!(".drush/{uri}.alias.drushrc.php")),
+        format!(
+            "<?php \n$aliases['{uri}'] = array (\n  'context_type' => 'site',\n  \
+             'platform' => '@platform_Drupal7live',\n  'server' => '@server_master',\n  \
+             'db_server' => '@server_master',\n  'uri' => '{uri}',\n  \
+             'root' => '/var/aegir/platforms/drupal7live',\n  'site_path' => '{a3_site_path}',\n  \
+             'site_enabled' => true,\n  'language' => 'en',\n  'client_name' => 'admin',\n  \
+             'aliases' => \n  array (\n  ),\n  'redirection' => false,\n  'cron_key' => '',\n  \
+             'profile' => 'standard',\n  'drush_aliases' => \n  array (\n  ),\n);\n"
+        ),
+    )
+    .unwrap();
+    let vhost_dir = root.join("config/server_master/nginx/vhost.d");
+    std::fs::create_dir_all(&vhost_dir).unwrap();
+    let _ = std::fs::remove_file(vhost_dir.join("www.example.com"));
+    std::fs::write(
+        vhost_dir.join(&uri),
+        format!(
+            "server {{\n  listen 80;\n  server_name {uri};\n  root {platform};\n  \
+             index index.php;\n  location ^~ /sites/{uri}/files/ {{ try_files $uri =404; }}\n  \
+             location / {{ try_files $uri /index.php?$query_string; }}\n  \
+             location ~ \\.php$ {{\n    try_files $uri =404;\n    include fastcgi_params;\n    \
+             fastcgi_param SCRIPT_FILENAME $document_root$fastcgi_script_name;\n    \
+             fastcgi_param db_type mysql;\n    fastcgi_param db_name {key};\n    \
+             fastcgi_param db_user {key};\n    fastcgi_param db_passwd {password};\n    \
+             fastcgi_param db_host localhost;\n    fastcgi_param db_port 3306;\n    \
+             fastcgi_pass unix:{sock};\n  }}\n}}\n",
+            platform = platform.display(),
+            sock = php_fpm_socket(),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        &outside.include,
+        format!("include {}/*;\n", vhost_dir.display()),
+    )
+    .unwrap();
+    reload_nginx();
+
+    a3.sql(&format!(
+        "INSERT INTO node (nid, vid, type, language, title, uid, status, created, changed, comment, promote, sticky, tnid, translate) VALUES \
+         (210, 210, 'platform', 'und', 'Drupal 7 live', 1, 1, 1707000000, 1707000000, 0, 0, 0, 0, 0), \
+         (211, 211, 'package', 'und', 'drupal', 1, 1, 1707000000, 1707000000, 0, 0, 0, 0, 0), \
+         (212, 212, 'site', 'und', '{uri}', 1, 1, 1707000000, 1707000000, 0, 0, 0, 0, 0); \
+         INSERT INTO hosting_context (nid, name) VALUES (210, 'platform_Drupal7live'), (212, '{uri}'); \
+         INSERT INTO hosting_platform (vid, nid, publish_path, makefile, web_server, verified, status, make_working_copy) VALUES \
+         (210, 210, '/var/aegir/platforms/drupal7live', '', 2, 1707000000, 1, 0); \
+         INSERT INTO hosting_package (vid, nid, package_type, short_name, old_short_name, description) VALUES \
+         (211, 211, 'platform', 'drupal', '', 'Drupal core'); \
+         INSERT INTO hosting_package_instance (rid, package_id, filename, schema_version, version, version_code, status, platform) VALUES \
+         (210, 211, '', 0, '7.100', 0, 0, 210); \
+         INSERT INTO hosting_site (vid, nid, client, db_server, db_name, platform, profile, language, last_cron, cron_key, verified, status) VALUES \
+         (212, 212, 1, 2, '{key}', 210, 0, 'en', 0, '', 1707000000, 1);"
+    ));
+    DrupalSite {
+        uri,
+        key,
+        sites,
+        site_path,
+        _outside: outside,
+    }
+}
+
+/// What the Drupal stand-in shows when the site is served as Aegir 3 served it: its name
+/// from its database, its private file, its own module and its local settings.
+pub fn drupal_serves(uri: &str, title: &str) -> Result<(), String> {
+    let (status, page) = http_get(uri, "/");
+    let expected = [
+        "private: private in Aegir 3",
+        "module: a3_custom is here",
+        "local: kept from Aegir 3",
+    ];
+    if status == 200
+        && html_title(&page).as_deref() == Some(title)
+        && expected.iter().all(|e| page.contains(e))
+    {
+        Ok(())
+    } else {
+        Err(format!("{status}: {}", &page[..page.len().min(400)]))
+    }
+}
+
+#[test]
+fn live_aegir3_drupal_site_is_taken_over_with_its_own_code_and_files() {
+    let a3 = Aegir3::load();
+    let title = "Drupal 7 under Aegir 3";
+    let site = build_drupal_site(&a3, title);
+    let uri = site.uri.clone();
+    drupal_serves(&uri, title).unwrap();
+
+    let state = tempfile::tempdir().unwrap();
+    let d = Daemon::start(state.path(), &DaemonOpts::default());
+    let token = d.token("takeover", None);
+    let (code, report) = a3.import(&d, &token, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let env = json(&d, &token, &["env", "show", &uri]);
+    assert_eq!(env["managed_by"], "aegir3");
+    assert_eq!(env["release"], "drupal-7-live");
+    let release = json(&d, &token, &["release", "show", "drupal-7-live"]);
+    assert_eq!(release["app_kind"], "drupal7", "{release:#}");
+
+    let before = a3.fingerprint();
+    cli_ok(&d, &token, &["env", "verify", &uri, "--wait"]);
+    assert_eq!(a3.fingerprint(), before, "verify changed Aegir 3");
+    cli_ok(&d, &token, &["server", "verify", "localhost", "--wait"]);
+
+    // The takeover, while requests keep coming: not one may fail or miss a part of the page.
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let looper = {
+        let (stop, served, failures, uri) =
+            (stop.clone(), served.clone(), failures.clone(), uri.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                match drupal_serves(&uri, title) {
+                    Ok(()) => {
+                        served.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => failures.lock().unwrap().push(e.replace("\r\n", " ")),
+                }
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    cli_ok(&d, &token, &["env", "takeover", &uri, "--wait"]);
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    looper.join().unwrap();
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, the first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(3)]
+    );
+    assert!(served.load(Ordering::SeqCst) >= 5, "too few requests ran");
+
+    // sites/<uri> is aegird's now: its settings.php, the files in aegird's directory, the
+    // site's own code and local settings; Aegir 3's directory is kept aside whole.
+    assert_eq!(
+        json(&d, &token, &["env", "show", &uri])["managed_by"],
+        "aegird"
+    );
+    let live = site.sites.join(&uri);
+    assert_eq!(read(&live.join(".aegir-env")).trim(), site.key);
+    assert!(read(&live.join("settings.php")).contains("Written by aegird"));
+    assert!(!live.join("drushrc.php").exists());
+    assert!(live.join("modules/a3_custom/a3_custom.module").exists());
+    assert!(live.join("local.settings.php").exists());
+    // The links that served Aegir 3's cached settings.php during the swap are gone.
+    assert!(!live.join("private").exists());
+    assert_eq!(
+        std::fs::read_link(live.join("files")).unwrap(),
+        Path::new(&format!("/var/aegir/sites/{uri}/files"))
+    );
+    let kept = format!("/var/aegir/sites/{uri}/.aegir3");
+    assert!(read(Path::new(&format!("{kept}/site/settings.php"))).contains("db_passwd"));
+    assert!(Path::new(&format!("{kept}/site/files/hello.txt")).exists());
+    assert!(Path::new(&format!("{kept}/vhost")).exists());
+    assert_eq!(
+        read(Path::new(&format!(
+            "/var/aegir/sites/{uri}/private/note.txt"
+        ))),
+        "private in Aegir 3"
+    );
+    let a3_vhost = a3
+        .root
+        .path()
+        .join(format!("config/server_master/nginx/vhost.d/{uri}"));
+    assert!(!a3_vhost.exists());
+    assert!(!a3
+        .root
+        .path()
+        .join(format!(".drush/{uri}.alias.drushrc.php"))
+        .exists());
+    let (status, body) = http_get(&uri, &format!("/sites/{uri}/files/hello.txt"));
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("uploaded in Aegir 3"));
+    assert!(!Path::new(&site.site_path).join("drushrc.php").exists());
+
+    // Every operation works on it now: back up, change, restore, delete.
+    cli_ok(&d, &token, &["env", "backup", &uri, "--wait"]);
+    let backups = json(&d, &token, &["backup", "list", &uri]);
+    let ours = backups
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["format"] == "aegir")
+        .expect("an aegird backup")["id"]
+        .to_string();
+    mysql(&format!(
+        "UPDATE `{}`.variable SET value = 'Changed after takeover' WHERE name = 'site_name'",
+        site.key
+    ));
+    drupal_serves(&uri, "Changed after takeover").unwrap();
+    cli_ok(&d, &token, &["env", "restore", &uri, &ours, "--wait"]);
+    drupal_serves(&uri, title).unwrap();
+    cli_ok(
+        &d,
+        &token,
+        &["env", "delete", &uri, "--skip-backup", "--wait"],
+    );
+    assert_eq!(
+        site_leftovers(&uri, &site.key, Some(&site.sites)),
+        Vec::<String>::new()
+    );
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
