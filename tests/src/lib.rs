@@ -1,6 +1,8 @@
 //! Shared harness for the end-to-end tests and benchmarks: stores on SQLite or on a private
 //! PostgreSQL schema, the built `aegird`/`aegir` binaries, and a real daemon process.
 
+pub mod aegir3;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

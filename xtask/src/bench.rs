@@ -19,6 +19,9 @@ pub enum Bench {
     Backup,
     /// The web UI's render time over 10,000 environments, against the JSON API.
     Web,
+    /// `aegir import aegir3` of the shared fixture plus 1,000 generated sites, against reading
+    /// the same data raw.
+    Import,
 }
 
 impl Bench {
@@ -29,6 +32,7 @@ impl Bench {
             Bench::Site => "site",
             Bench::Backup => "backup",
             Bench::Web => "web",
+            Bench::Import => "import",
         }
     }
 }
@@ -36,7 +40,7 @@ impl Bench {
 pub fn run(root: &Path, bench: Bench, quick: bool, install: bool, extra: &[String]) -> Result<()> {
     let mut apt = Apt::new(install);
     let postgres_url = postgres::ensure(&mut apt)?;
-    if matches!(bench, Bench::Site | Bench::Backup) {
+    if matches!(bench, Bench::Site | Bench::Backup | Bench::Import) {
         services::ensure(&mut apt)?;
         services::start()?;
     }

@@ -22,6 +22,11 @@
 //! environments (the environment list, a page deep in it, a search, the dashboard), through
 //! the router in-process, against the JSON API's answer for the same rows.
 //!
+//! `aegir-bench import` loads the shared Aegir 3 fixture plus generated sites (1,000 by
+//! default) and measures `aegir import aegir3` (dry run, first import, a second one that
+//! finds nothing changed) against reading the same data raw: the hostmaster database dumped
+//! and every file under the Aegir root read.
+//!
 //! Every loop has a fixed count or a deadline, and all traffic stays on the loopback.
 
 use std::path::Path;
@@ -82,6 +87,16 @@ enum BenchCmd {
         /// Fewer samples: a smoke run, not figures to quote.
         #[arg(long)]
         quick: bool,
+    },
+    /// `aegir import aegir3` of the shared fixture plus generated sites, against reading the
+    /// same hostmaster database and files raw.
+    Import {
+        /// One round of 100 sites: a smoke run.
+        #[arg(long)]
+        quick: bool,
+        /// Sites generated beside the fixture's (default 1000).
+        #[arg(long)]
+        sites: Option<usize>,
     },
     /// Backup and restore of a WordPress-shaped site, against Aegir 3's way.
     Backup {
@@ -155,6 +170,10 @@ fn main() -> Result<()> {
         BenchCmd::Engine { quick } => runtime.block_on(engine_bench(Sizes::new(quick))),
         BenchCmd::Site { quick } => site_bench(if quick { 2 } else { 7 }),
         BenchCmd::Web { quick } => runtime.block_on(web_bench(if quick { 50 } else { 300 })),
+        BenchCmd::Import { quick, sites } => import_bench(
+            sites.unwrap_or(if quick { 100 } else { 1000 }),
+            if quick { 1 } else { 3 },
+        ),
         BenchCmd::Backup {
             quick,
             db_mib,
@@ -1622,4 +1641,126 @@ mariadb "$3" < "$2/database.sql""#,
         .env("AEGIR_TOKEN", &token)
         .output();
     Ok(())
+}
+
+// --- import
+
+/// The import of an Aegir 3 installation, `rounds` times on a fresh store each (medians).
+fn import_bench(sites: usize, rounds: usize) -> Result<()> {
+    progress(&format!(
+        "loading the Aegir 3 fixture and generating {sites} sites"
+    ));
+    let a3 = aegir_tests::aegir3::Aegir3::load();
+    // The fixture's own 48 objects (REFERENCE section 7), then the generated ones.
+    let objects = 48 + a3.generate_sites(sites);
+    let (mut dry, mut first, mut second, mut raw) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        progress(&format!("round {round} of {rounds}"));
+        let state = tempfile::tempdir()?;
+        let d = Daemon::start(state.path(), &DaemonOpts::default());
+        let token = d.token("bench", None);
+        let import = |extra: &[&str]| -> Result<(f64, serde_json::Value)> {
+            let t = Instant::now();
+            let (code, report) = a3.import(&d, &token, extra);
+            let ms = t.elapsed().as_secs_f64() * 1000.0;
+            ensure!(code == 0, "the import failed (exit {code}): {report:#}");
+            Ok((ms, report))
+        };
+        let (ms, report) = import(&["--dry-run"])?;
+        let planned = report["items"].as_array().map_or(0, Vec::len);
+        ensure!(
+            planned == objects,
+            "the dry run planned {planned} objects, not {objects}"
+        );
+        dry.push(ms);
+        first.push(import(&[])?.0);
+        let (ms, report) = import(&[])?;
+        let changed = report["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|i| i["outcome"] != "unchanged" && i["outcome"] != "skipped")
+            .count();
+        ensure!(changed == 0, "the second import changed {changed} objects");
+        second.push(ms);
+
+        // What any import has to read, read raw: the whole hostmaster database, dumped in
+        // one transaction, and every file under the Aegir root.
+        let t = Instant::now();
+        let dump = Command::new("mariadb-dump")
+            .args(["--single-transaction", "--quick", &a3.db])
+            .stdout(std::process::Stdio::null())
+            .status()?;
+        ensure!(dump.success(), "mariadb-dump failed");
+        let mut bytes = 0;
+        read_tree(a3.root.path(), &mut bytes)?;
+        raw.push(t.elapsed().as_secs_f64() * 1000.0);
+        drop(d);
+    }
+    let raw = median(&mut raw);
+    let what = format!(
+        "the hostmaster database dumped and the {} files under the root read",
+        count_files(a3.root.path())
+    );
+    let rows = vec![
+        Row::new(
+            format!("dry run ({objects} objects planned)"),
+            median(&mut dry),
+            what.clone(),
+            raw,
+            Unit::Millis,
+        ),
+        Row::new(
+            "first import (all adopted)",
+            median(&mut first),
+            what.clone(),
+            raw,
+            Unit::Millis,
+        ),
+        Row::new(
+            "second import (nothing changed)",
+            median(&mut second),
+            what,
+            raw,
+            Unit::Millis,
+        ),
+    ];
+    println!();
+    println!(
+        "Aegir 3 import: the shared fixture plus {sites} generated sites ({objects} objects), \
+         median of {rounds} on a fresh SQLite store each; each figure is the whole \
+         `aegir import aegir3 --json` call"
+    );
+    println!();
+    print_table(&rows);
+    Ok(())
+}
+
+fn read_tree(dir: &Path, bytes: &mut u64) -> Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let path = e?.path();
+        if path.is_dir() {
+            read_tree(&path, bytes)?;
+        } else {
+            *bytes += std::fs::read(&path)?.len() as u64;
+        }
+    }
+    Ok(())
+}
+
+fn count_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                count_files(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
 }
