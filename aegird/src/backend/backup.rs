@@ -15,7 +15,7 @@ use super::env::{Target, MYSQL};
 use super::layout;
 use crate::backup::{archive, retention, rewrite};
 use crate::engine::{Step, StepContext, StepError};
-use crate::model::{Backup, BackupFormat, BackupReason, Id, LogLevel};
+use crate::model::{AppKind, Backup, BackupFormat, BackupReason, Id, LogLevel};
 use crate::store::NewBackupRow;
 
 /// Where archives are kept and how they are written.
@@ -102,6 +102,29 @@ fn staging_dir(site_dir: &str) -> String {
 }
 fn previous_dir(site_dir: &str) -> String {
     format!("{site_dir}/.restore-previous")
+}
+
+/// The application's per-site directory whose own code a backup carries as site/ (Drupal's
+/// `sites/<uri>`: modules, themes, local.settings.php), if the application has one.
+fn code_dir(t: &Target) -> Option<String> {
+    matches!(t.site.app, AppKind::Drupal | AppKind::Drupal7).then(|| t.drupal_site_dir())
+}
+
+/// Shell: `for_code DIR CMD...` runs `CMD... NAME` for each entry of DIR that is the site's
+/// own code, leaving out what aegird writes there itself (settings.php, the files link ...).
+fn for_code_fn() -> String {
+    format!(
+        r#"for_code() {{
+  fc_dir=$1; shift
+  for fc_e in "$fc_dir"/* "$fc_dir"/.[!.]* "$fc_dir"/..?*; do
+    [ -e "$fc_e" ] || [ -L "$fc_e" ] || continue
+    case ${{fc_e##*/}} in {reserved}) continue;; esac
+    "$@" "${{fc_e##*/}}"
+  done
+}}
+"#,
+        reserved = archive::SITE_RESERVED.join("|")
+    )
 }
 
 /// Archives an operation wrote carry its id, so its undo finds them on disk even when a
@@ -327,22 +350,44 @@ exec "$d" --single-transaction --quick --no-autocommit --skip-dump-date "$1""#;
             .t
             .exec
             .command("sh", &["-c", dump_script, "sh", &s.key]);
-        // Temporary files are not worth keeping: private/tmp is left out.
-        let tar_script = r#"cd "$1" || exit 1
+        // Temporary files are not worth keeping: private/tmp is left out. The site's own code
+        // goes in as site/ (its directory entry last, so there is one even when it is empty:
+        // a restore then knows the site had no code of its own, rather than an older backup
+        // that did not carry it).
+        let tar_script = format!(
+            r#"code=$2
+cd "$1" || exit 1
 set --
 for d in files private; do [ -e "$d" ] && set -- "$@" "$d"; done
+if [ -n "$code" ] && [ -d "$code" ]; then
+  set -- "$@" -C "$code" --transform='s,^\.\(/\|$\),site\1,S'
+  for e in "$code"/* "$code"/.[!.]* "$code"/..?*; do
+    [ -e "$e" ] || [ -L "$e" ] || continue
+    case ${{e##*/}} in {reserved}) continue;; esac
+    set -- "$@" "./${{e##*/}}"
+  done
+  set -- "$@" --no-recursion ./
+fi
 [ $# -gt 0 ] || exec tar -c -f - -T /dev/null
-exec tar -c -f - --exclude=private/tmp "$@""#;
+exec tar -c -f - --exclude=private/tmp "$@""#,
+            reserved = archive::SITE_RESERVED.join("|")
+        );
+        let code = code_dir(&self.t).unwrap_or_default();
         let tar = self
             .t
             .exec
-            .command("sh", &["-c", tar_script, "sh", &s.dir()]);
+            .command("sh", &["-c", &tar_script, "sh", &s.dir(), &code]);
         cx.log(
             LogLevel::Command,
             format!(
-                "mariadb-dump {} and tar of {} into {}",
+                "mariadb-dump {} and tar of {}{} into {}",
                 s.key,
                 s.dir(),
+                if code.is_empty() {
+                    String::new()
+                } else {
+                    format!(" and the site's own code in {code}")
+                },
                 dest.display()
             ),
         )
@@ -523,10 +568,41 @@ cd "$1"
 mkdir -p files private private/tmp
 chown -R -h root:"$2" files private
 find files private -type d -exec chmod 2770 {} +
-find files private -type f -exec chmod 0660 {} +"#,
+find files private -type f -exec chmod 0660 {} +
+# The site's own code is code: root's, and not writable by the web server.
+if [ -d site ]; then chown -R -h root:root site; chmod -R go-w site; fi"#,
                 &[&staging, layout::WEB_GROUP],
             )
             .await?;
+        let has_code = self
+            .t
+            .sh(
+                cx,
+                "look for the site's own code in the archive",
+                r#"if [ -d "$1/site" ]; then echo yes; else echo no; fi"#,
+                &[&staging],
+            )
+            .await?
+            .trim()
+            == "yes";
+        if has_code && code_dir(&self.t).is_none() {
+            cx.log(
+                LogLevel::Warning,
+                format!(
+                    "not restored: the site's own code (site/), as a {} site keeps none of its own",
+                    s.app.as_str()
+                ),
+            )
+            .await;
+            self.t
+                .sh(
+                    cx,
+                    "leave out the site's own code",
+                    r#"rm -rf "$1/site""#,
+                    &[&staging],
+                )
+                .await?;
+        }
         for skipped in &report.skipped {
             cx.log(LogLevel::Warning, format!("not restored: {skipped}"))
                 .await;
@@ -548,6 +624,7 @@ find files private -type f -exec chmod 0660 {} +"#,
         Ok(json!({
             "database": new_db,
             "staging": staging,
+            "code": has_code && code_dir(&self.t).is_some(),
             "database_bytes": report.database_bytes,
             "entries": report.entries,
             "rewritten": stats.literals_changed,
@@ -621,12 +698,58 @@ done"#,
                 &[&s.dir(), &staging_dir(&s.dir()), &previous_dir(&s.dir())],
             )
             .await?;
+        if let Some(code) = code_dir(&self.t) {
+            // Only an archive that carries site/ replaces the code: one from before backups
+            // carried it leaves the site's code as it is. The marker tells the undo that every
+            // previous entry is aside and what is in the live directory came from the archive.
+            self.t
+                .sh(
+                    cx,
+                    &format!("switch {code} to the restored code (previous kept)"),
+                    &format!(
+                        r#"{for_code}set -e
+[ -d "$2/site" ] || exit 0
+mkdir -p "$3/site"
+mv_to() {{ mv -T "$fc_dir/$2" "$1/$2"; }}
+for_code "$1" mv_to "$3/site"
+: > "$3/site.switched"
+for_code "$2/site" mv_to "$1"
+rmdir "$2/site""#,
+                        for_code = for_code_fn()
+                    ),
+                    &[&code, &staging_dir(&s.dir()), &previous_dir(&s.dir())],
+                )
+                .await?;
+        }
         Ok(json!({ "tables_moved": moved }))
     }
 
     /// Puts the previous database tables and files back, whatever part of the switch ran.
     async fn switch_back(&self, cx: &StepContext) -> Result<(), StepError> {
         let s = &self.t.site;
+        if let Some(code) = code_dir(&self.t) {
+            self.t
+                .sh(
+                    cx,
+                    &format!("put the previous code of {code} back"),
+                    &format!(
+                        r#"{for_code}set -e
+mv_to() {{ mv -T "$fc_dir/$2" "$1/$2"; }}
+if [ -e "$3/site.switched" ]; then
+  mkdir -p "$2/site"
+  for_code "$1" mv_to "$2/site"
+  rm -f "$3/site.switched"
+fi
+if [ -d "$3/site" ]; then
+  for_code "$3/site" mv_to "$1"
+  rmdir "$3/site"
+fi"#,
+                        for_code = for_code_fn()
+                    ),
+                    &[&code, &staging_dir(&s.dir()), &previous_dir(&s.dir())],
+                )
+                .await?;
+        }
         self.t
             .sh(
                 cx,

@@ -32,8 +32,24 @@ pub const FORMAT_VERSION: u32 = 1;
 const HEADER_MEMBER: &str = "header.json";
 const MANIFEST_MEMBER: &str = "manifest.json";
 const DATABASE_PREFIX: &str = "database/";
-/// The two site trees a backup carries; everything else in a site dir is rebuilt, not restored.
-const TREES: [&str; 2] = ["files", "private"];
+/// What an Aegir 3 site directory holds beside its code: restored as our trees, or rebuilt.
+const AEGIR3_NOT_CODE: [&str; 6] = [
+    "files",
+    "private",
+    "settings.php",
+    "drushrc.php",
+    "database.sql",
+    ".aegir-env",
+];
+/// What aegird itself writes in the application's site directory: site/ may not carry it,
+/// or a restore would replace the site's settings (and so its database) with the archive's.
+pub const SITE_RESERVED: [&str; 5] = [
+    "settings.php",
+    "drushrc.php",
+    "files",
+    "private",
+    ".aegir-env",
+];
 
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 const GZIP_MAGIC: [u8; 2] = [0x1F, 0x8B];
@@ -623,7 +639,7 @@ pub struct Report {
     pub database_bytes: u64,
     /// Entries given to `Sink::entry`.
     pub entries: u64,
-    /// Aegir 3 members not restored, as named in the tarball (./settings.php, ./modules/...).
+    /// Aegir 3 members not restored, as named in the tarball (./settings.php, ./drushrc.php).
     pub skipped: Vec<String>,
 }
 
@@ -924,7 +940,7 @@ fn read_ours<R: Read>(
         let checked = checker
             .check(&member)
             .map_err(|reason| unsafe_member(&name, &reason))?
-            .ok_or_else(|| unsafe_member(&name, "outside files/ and private/"))?;
+            .ok_or_else(|| unsafe_member(&name, "outside files/, private/ and site/"))?;
         let entry_meta = checked.entry;
         let sha256 = deliver(sink, &entry_meta, &mut entry, budget, true)?;
         delivered += 1;
@@ -1610,22 +1626,61 @@ enum Seen {
 
 struct Checked {
     entry: SafeEntry,
-    /// Under files/ or private/: the only members a restore extracts.
+    /// Under files/, private/ or site/: the only members a restore extracts.
     in_tree: bool,
 }
 
 /// The rules of the module, applied in archive order because several depend on what came
 /// before (symlinks on the way, hard link targets, duplicates).
 struct Checker {
-    /// Refuse members outside files/ and private/ (our format), rather than check and report
-    /// them as not restored (Aegir 3's whole site dir).
+    /// Refuse members outside the trees (our format), rather than check and report them as
+    /// not restored (Aegir 3's whole site dir, whose code is read as site/).
     tree_only: bool,
     seen: HashMap<String, Seen>,
 }
 
 fn in_tree(path: &str) -> bool {
+    group(path).is_some()
+}
+
+/// Where a tree lands on restore. files/ and private/ are siblings in the site's own
+/// directory; site/ goes into the application's code, elsewhere and not writable by the web
+/// server: so no link may cross from one group to the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Group {
+    Data,
+    Code,
+}
+
+impl Group {
+    fn trees(self) -> &'static str {
+        match self {
+            Group::Data => "files/ and private/",
+            Group::Code => "site/",
+        }
+    }
+}
+
+/// The trees a backup carries: the data (files/ and private/) and the site's own code (site/:
+/// what the application keeps per site beside its settings, such as Drupal's
+/// `sites/<uri>/modules`). Everything else in a site dir is rebuilt, not restored.
+fn group(path: &str) -> Option<Group> {
+    match path.split('/').next().unwrap_or_default() {
+        "files" | "private" => Some(Group::Data),
+        "site" => Some(Group::Code),
+        _ => None,
+    }
+}
+
+/// An Aegir 3 member's path as one of ours: the site's own code (modules/, themes/,
+/// local.settings.php ...) moves under site/; data and rebuilt files keep their place.
+fn aegir3_path(path: String) -> String {
     let top = path.split('/').next().unwrap_or_default();
-    TREES.contains(&top)
+    if path.is_empty() || AEGIR3_NOT_CODE.contains(&top) {
+        path
+    } else {
+        format!("site/{path}")
+    }
 }
 
 /// Strips `./` and empty components, refusing absolute and `..` paths. "" is the root.
@@ -1681,10 +1736,13 @@ fn check_symlink(link_path: &str, target: &[u8]) -> Result<String, String> {
     }
     resolved.truncate(resolved.len() - ups);
     resolved.extend(down.iter().copied());
-    if in_tree(link_path) && !in_tree(&resolved.join("/")) {
-        return Err(format!(
-            "symlink to {target} points outside files/ and private/"
-        ));
+    if let Some(from) = group(link_path) {
+        if group(&resolved.join("/")) != Some(from) {
+            return Err(format!(
+                "symlink to {target} points outside {}",
+                from.trees()
+            ));
+        }
     }
     let mut canonical: Vec<&str> = vec![".."; ups];
     canonical.extend(down);
@@ -1702,9 +1760,19 @@ impl Checker {
         }
     }
 
+    /// The path a member is checked and delivered under.
+    fn path_of(&self, name: &[u8]) -> Result<String, String> {
+        let path = normalize_path(name)?;
+        Ok(if self.tree_only {
+            path
+        } else {
+            aegir3_path(path)
+        })
+    }
+
     /// Ok(None) is the archive root's own directory entry (`./`), which carries nothing.
     fn check(&mut self, member: &RawMember) -> Result<Option<Checked>, String> {
-        let path = normalize_path(&member.name)?;
+        let path = self.path_of(&member.name)?;
         let is_dir = member.entry_type == EntryType::Directory;
         if path.is_empty() {
             return if is_dir && !self.tree_only {
@@ -1714,8 +1782,17 @@ impl Checker {
             };
         }
         let tree = in_tree(&path);
+        if let Some(reserved) = path
+            .strip_prefix("site/")
+            .map(|rest| rest.split('/').next().unwrap_or_default())
+            .filter(|top| SITE_RESERVED.contains(top))
+        {
+            return Err(format!(
+                "aegird writes the site's {reserved} itself; a backup may not carry it"
+            ));
+        }
         if self.tree_only && !tree {
-            return Err("outside files/ and private/".to_string());
+            return Err("outside files/, private/ and site/".to_string());
         }
 
         let kind = match member.entry_type {
@@ -1734,7 +1811,7 @@ impl Checker {
                     }
                 } else {
                     EntryKind::Hardlink {
-                        target: self.check_hardlink(tree, target)?,
+                        target: self.check_hardlink(group(&path), target)?,
                     }
                 }
             }
@@ -1797,15 +1874,17 @@ impl Checker {
         }))
     }
 
-    /// A hard link may only name an earlier regular file, inside the trees if the link is:
-    /// anything else makes `tar -x` link to whatever happens to be at that path.
-    fn check_hardlink(&self, link_in_tree: bool, target: &[u8]) -> Result<String, String> {
-        let target =
-            normalize_path(target).map_err(|reason| format!("hard link target: {reason}"))?;
-        if link_in_tree && !in_tree(&target) {
-            return Err(format!(
-                "hard link to {target}, outside files/ and private/"
-            ));
+    /// A hard link may only name an earlier regular file, inside the link's own group of
+    /// trees if it is in one: anything else makes `tar -x` link to whatever happens to be at
+    /// that path, or lets the web server write the site's code through a file it may write.
+    fn check_hardlink(&self, link_group: Option<Group>, target: &[u8]) -> Result<String, String> {
+        let target = self
+            .path_of(target)
+            .map_err(|reason| format!("hard link target: {reason}"))?;
+        if let Some(from) = link_group {
+            if group(&target) != Some(from) {
+                return Err(format!("hard link to {target}, outside {}", from.trees()));
+            }
         }
         if self.seen.get(target.as_str()) != Some(&Seen::File) {
             return Err(format!(
@@ -2288,11 +2367,7 @@ mod tests {
         assert_eq!(report.manifest, None);
         assert_eq!(sql, dump);
         assert_eq!(report.database_bytes, dump.len() as u64);
-        for skipped in [
-            "./settings.php",
-            "./drushrc.php",
-            "./modules/custom/x.module",
-        ] {
+        for skipped in ["./settings.php", "./drushrc.php"] {
             assert!(
                 report.skipped.iter().any(|s| s == skipped),
                 "{:?}",
@@ -2300,7 +2375,14 @@ mod tests {
             );
         }
         assert!(!report.skipped.iter().any(|s| s.contains("files/")));
-        assert_eq!(names_in(&staging), ["files", "private"]);
+        assert!(!report.skipped.iter().any(|s| s.contains("modules")));
+        // The site's own code is read as site/, where a restore puts it back into the
+        // application's sites/<uri>.
+        assert_eq!(names_in(&staging), ["files", "private", "site"]);
+        assert_eq!(
+            fs::read(staging.join("site/modules/custom/x.module")).unwrap(),
+            b"<?php"
+        );
         assert_eq!(
             fs::read(staging.join("files/styles/b.jpg")).unwrap(),
             noise(1_000, 4)
@@ -2648,6 +2730,88 @@ mod tests {
             Want::Unsafe,
             Some("./files/d"),
         );
+    }
+
+    #[test]
+    fn evil_links_between_code_and_data() {
+        // The site's code lands in the application's directory, its data in aegird's: a link
+        // from one to the other would point elsewhere once restored, or let the web server
+        // write code through a file it may write.
+        refused(
+            "tar.zst",
+            |_| {
+                ours(|t| {
+                    t.symlink("site/data", "../files/x");
+                })
+            },
+            None,
+            Want::Unsafe,
+            Some("site/data"),
+        );
+        refused(
+            "tar.zst",
+            |_| {
+                ours(|t| {
+                    t.symlink("files/code", "../site/x.php");
+                })
+            },
+            None,
+            Want::Unsafe,
+            Some("files/code"),
+        );
+        refused(
+            "tar.zst",
+            |_| {
+                ours(|t| {
+                    t.file("files/a.php", b"<?php").entry(
+                        "site/a.php",
+                        EntryType::Link,
+                        0o644,
+                        "files/a.php",
+                        b"",
+                    );
+                })
+            },
+            None,
+            Want::Unsafe,
+            Some("site/a.php"),
+        );
+        // Aegir 3's code is read as site/, so the same rule holds there.
+        refused(
+            "tar.gz",
+            |_| {
+                aegir3(|t| {
+                    t.file("./files/a.php", b"<?php").entry(
+                        "./modules/a.php",
+                        EntryType::Link,
+                        0o644,
+                        "./files/a.php",
+                        b"",
+                    );
+                })
+            },
+            None,
+            Want::Unsafe,
+            Some("./modules/a.php"),
+        );
+    }
+
+    #[test]
+    fn evil_site_member_aegird_writes() {
+        for member in ["site/settings.php", "site/files/x", "site/.aegir-env"] {
+            let err = refused(
+                "tar.zst",
+                |_| {
+                    ours(|t| {
+                        t.file(member, b"<?php");
+                    })
+                },
+                None,
+                Want::Unsafe,
+                Some(member),
+            );
+            assert!(err.to_string().contains("itself"), "{err}");
+        }
     }
 
     #[test]

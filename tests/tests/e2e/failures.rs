@@ -754,6 +754,83 @@ async fn a_drupal_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
     assert_eq!(status, OperationStatus::Succeeded);
     crate::takeover::drupal_serves(&uri, &title).unwrap();
     assert_eq!(managed_by().await, aegird::model::Management::Aegird);
+
+    // Its backups carry the site's own code (sites/<uri>/modules ...): a restore failing at
+    // any step leaves the code as it is now, changed since the backup; one that succeeds
+    // brings back the backup's.
+    let (status, _) = sites.act(&uri, EnvAction::Backup).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    let backup = sites.backups().await;
+    let live = site.sites.join(&uri);
+    let code = || {
+        let mut state = tree(&live);
+        for f in [
+            "modules/a3_custom/a3_custom.info",
+            "settings.php",
+            ".aegir-env",
+        ] {
+            state.push(std::fs::read_to_string(live.join(f)).unwrap());
+        }
+        state
+    };
+    let backed_up = code();
+    std::fs::create_dir(live.join("modules/added")).unwrap();
+    std::fs::write(live.join("modules/added/added.txt"), "after the backup").unwrap();
+    std::fs::write(
+        live.join("modules/a3_custom/a3_custom.info"),
+        "name = A3 custom, changed\ncore = 7.x\n",
+    )
+    .unwrap();
+    let current = code();
+    let installed = site_leftovers(&uri, &site.key, Some(&site.sites));
+    let steps = [
+        "check-site-directory",
+        "check-archive",
+        "vhost-disabled",
+        "backup",
+        "stage",
+        "switch",
+        "vhost",
+        "drop-previous",
+    ];
+    let request = || EnvActionRequest {
+        backup: Some(backup.0[0]),
+        ..Default::default()
+    };
+    for (i, step) in steps.iter().enumerate() {
+        for when in [When::Before, When::After] {
+            if *step == "drop-previous" && when == When::After {
+                continue;
+            }
+            let case = format!("Drupal restore failing {when:?} {step}");
+            sites.injector.set(Some(Injection {
+                kind: OperationKind::EnvRestore,
+                step: i,
+                when,
+            }));
+            let (status, ran) = sites.act_with(&uri, EnvAction::Restore, request()).await;
+            sites.injector.set(None);
+            assert_eq!(ran, steps, "{case}");
+            assert_eq!(status, OperationStatus::Failed, "{case}");
+            if let Err(e) = crate::takeover::drupal_serves(&uri, &title) {
+                panic!("{case}: the site is not served as before: {e}");
+            }
+            assert_eq!(code(), current, "{case}: the site's code changed");
+            assert_eq!(
+                site_leftovers(&uri, &site.key, Some(&site.sites)),
+                installed,
+                "{case}"
+            );
+            assert!(!Path::new(&format!("/var/aegir/sites/{uri}/.restore")).exists());
+            assert!(!Path::new(&format!("/var/aegir/sites/{uri}/.restore-previous")).exists());
+            assert_eq!(sites.backups().await, backup, "{case}: backups changed");
+        }
+    }
+    let (status, _) = sites.act_with(&uri, EnvAction::Restore, request()).await;
+    assert_eq!(status, OperationStatus::Succeeded);
+    assert_eq!(code(), backed_up, "the backup's code is back");
+    crate::takeover::drupal_serves(&uri, &title).unwrap();
+
     assert_eq!(
         sites.delete_without_backup(&uri).await,
         OperationStatus::Succeeded

@@ -787,7 +787,8 @@ fn live_aegir3_drupal_site_is_taken_over_with_its_own_code_and_files() {
     assert!(body.contains("uploaded in Aegir 3"));
     assert!(!Path::new(&site.site_path).join("drushrc.php").exists());
 
-    // Every operation works on it now: back up, change, restore, delete.
+    // Every operation works on it now: back up, change, restore, clone, delete. The backup
+    // carries the site's own code, so a restore brings it back as it was and a clone has it.
     cli_ok(&d, &token, &["env", "backup", &uri, "--wait"]);
     let backups = json(&d, &token, &["backup", "list", &uri]);
     let ours = backups
@@ -801,18 +802,46 @@ fn live_aegir3_drupal_site_is_taken_over_with_its_own_code_and_files() {
         "UPDATE `{}`.variable SET value = 'Changed after takeover' WHERE name = 'site_name'",
         site.key
     ));
-    drupal_serves(&uri, "Changed after takeover").unwrap();
+    std::fs::remove_file(live.join("local.settings.php")).unwrap();
+    std::fs::write(live.join("modules/added-after-backup.txt"), "new\n").unwrap();
+    let (_, page) = http_get(&uri, "/");
+    assert!(page.contains("local: missing"), "{page}");
+    assert_eq!(html_title(&page).as_deref(), Some("Changed after takeover"));
     cli_ok(&d, &token, &["env", "restore", &uri, &ours, "--wait"]);
     drupal_serves(&uri, title).unwrap();
+    assert!(live.join("local.settings.php").exists());
+    assert!(!live.join("modules/added-after-backup.txt").exists());
+    assert!(read(&live.join("settings.php")).contains("Written by aegird"));
+    assert_eq!(read(&live.join(".aegir-env")).trim(), site.key);
+
+    // An imported platform is new to aegird until verified, as any release is.
     cli_ok(
         &d,
         &token,
-        &["env", "delete", &uri, "--skip-backup", "--wait"],
+        &["release", "verify", "drupal-7-live", "--wait"],
     );
-    assert_eq!(
-        site_leftovers(&uri, &site.key, Some(&site.sites)),
-        Vec::<String>::new()
-    );
+    let copy = format!("copy-{uri}");
+    cli_ok(&d, &token, &["env", "clone", &uri, &copy, "--wait"]);
+    drupal_serves(&copy, title).unwrap();
+    drupal_serves(&uri, title).unwrap();
+    let copy_dir = site.sites.join(&copy);
+    assert!(copy_dir.join("modules/a3_custom/a3_custom.module").exists());
+    assert!(read(&copy_dir.join("settings.php")).contains(&copy));
+    let copy_key = json(&d, &token, &["env", "show", &copy])["db_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (uri, key) in [(&copy, &copy_key), (&uri, &site.key)] {
+        cli_ok(
+            &d,
+            &token,
+            &["env", "delete", uri, "--skip-backup", "--wait"],
+        );
+        assert_eq!(
+            site_leftovers(uri, key, Some(&site.sites)),
+            Vec::<String>::new()
+        );
+    }
 }
 
 fn read(path: &Path) -> String {
