@@ -534,7 +534,18 @@ fi"#
         let script = format!(
             r#"set -e
 {DIR_FUNCTIONS}vhost=$1 new=$2 a3_vhost=$4 kept_vhost=$5 alias=$6 kept_alias=$7
-staged=$9 live=${{10}} kept_site=${{11}} php=${{12}}
+staged=$9 live=${{10}} kept_site=${{11}} php=${{12}} a3=${{13}} dir=${{14}}
+# What the site wrote into Aegir 3's directories since the adopt step copied them (newer or
+# new files; a file deleted meanwhile stays in aegird's copy). For WordPress uploads have
+# gone to aegird's directory since the uploads-path step; for Drupal they go there from the
+# exchange on.
+if [ -d "$a3/files" ]; then cp -a -u "$a3/files/." "$dir/files/"; fi
+if [ -z "$staged" ]; then
+  if [ -d "$a3/private" ]; then cp -a -u "$a3/private/." "$dir/private/"; fi
+else
+  if [ -d "$a3/private/files" ]; then cp -a -u "$a3/private/files/." "$dir/private/"; fi
+  if [ -d "$a3/private/config" ]; then mkdir -p "$dir/private/config"; cp -a -u "$a3/private/config/." "$dir/private/config/"; fi
+fi
 exec 9>"$8"
 flock 9
 if [ -e "$a3_vhost" ]; then mv -f "$a3_vhost" "$kept_vhost"; fi
@@ -585,6 +596,8 @@ fi"#,
                 live,
                 kept_site,
                 &s.php,
+                &self.a3.site_path,
+                &s.dir(),
             ],
         )
         .await?;

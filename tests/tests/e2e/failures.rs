@@ -39,10 +39,15 @@ struct Injection {
     when: When,
 }
 
-/// The daemon's real planner, with one step of the next operations of one kind made to fail.
+/// Something the world does while an operation runs, just before its step `step` starts.
+type Meanwhile = (OperationKind, usize, Arc<dyn Fn() + Send + Sync>);
+
+/// The daemon's real planner, with one step of the next operations of one kind made to fail,
+/// or preceded by something happening meanwhile.
 struct Injector {
     inner: HostPlanner,
     injection: Mutex<Option<Injection>>,
+    meanwhile: Mutex<Option<Meanwhile>>,
 }
 
 impl Injector {
@@ -50,10 +55,30 @@ impl Injector {
         Arc::new(Injector {
             inner,
             injection: Mutex::new(None),
+            meanwhile: Mutex::new(None),
         })
     }
     fn set(&self, injection: Option<Injection>) {
         *self.injection.lock().unwrap() = injection;
+    }
+    fn set_meanwhile(&self, meanwhile: Option<Meanwhile>) {
+        *self.meanwhile.lock().unwrap() = meanwhile;
+    }
+}
+
+struct Before(Arc<dyn Step>, Arc<dyn Fn() + Send + Sync>);
+
+#[async_trait]
+impl Step for Before {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    async fn run(&self, cx: &StepContext) -> Result<Value, StepError> {
+        (self.1)();
+        self.0.run(cx).await
+    }
+    async fn undo(&self, cx: &StepContext) -> Result<(), StepError> {
+        self.0.undo(cx).await
     }
 }
 
@@ -87,6 +112,11 @@ impl Planner for Injector {
         if let Some(i) = injection.filter(|i| i.kind == spec.kind) {
             let step = plan.steps[i.step].clone();
             plan.steps[i.step] = Arc::new(Failing(step, i.when));
+        }
+        let meanwhile = self.meanwhile.lock().unwrap().clone();
+        if let Some((_, i, hook)) = meanwhile.filter(|m| m.0 == spec.kind) {
+            let step = plan.steps[i].clone();
+            plan.steps[i] = Arc::new(Before(step, hook));
         }
         Ok(plan)
     }
@@ -276,6 +306,17 @@ impl Sites {
         let op = sites.app.verify_release("wp").await.unwrap();
         assert_eq!(sites.wait(op.id).await, OperationStatus::Succeeded);
         sites
+    }
+
+    /// Runs `hook` just before step `step` of the next operations of `kind`.
+    fn before_step(
+        &self,
+        kind: OperationKind,
+        step: usize,
+        hook: impl Fn() + Send + Sync + 'static,
+    ) {
+        self.injector
+            .set_meanwhile(Some((kind, step, Arc::new(hook))));
     }
 
     async fn wait(&self, id: aegird::model::Id) -> OperationStatus {
@@ -665,11 +706,23 @@ async fn a_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
             );
         }
     }
-    // Without a failure it goes through, and the site is aegird's.
+    // Without a failure it goes through, and the site is aegird's. An upload made in the
+    // window between the adopt step's copy and the uploads-path step is not lost.
+    let late = Path::new(&site_path).join("files/late.txt");
+    sites.before_step(OperationKind::EnvTakeover, 4, move || {
+        std::fs::write(&late, "uploaded during the takeover").unwrap();
+    });
     let (status, _) = sites.act(&uri, EnvAction::Takeover).await;
+    sites.injector.set_meanwhile(None);
     assert_eq!(status, OperationStatus::Succeeded);
     assert!(serves(&uri, &title));
     assert_eq!(managed_by().await, aegird::model::Management::Aegird);
+    let (status, body) = http_get(&uri, "/wp-content/uploads/late.txt");
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with("\r\n\r\nuploaded during the takeover"),
+        "{body}"
+    );
     assert_eq!(
         sites.delete_without_backup(&uri).await,
         OperationStatus::Succeeded
@@ -750,10 +803,30 @@ async fn a_drupal_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
             );
         }
     }
+    // The site keeps taking uploads while the takeover runs: what it wrote into Aegir 3's
+    // directories after the adopt step copied them is in aegird's once it is done.
+    let a3_site = std::path::PathBuf::from(&site.site_path);
+    let late = (a3_site.join("files"), a3_site.join("private/files"));
+    sites.before_step(OperationKind::EnvTakeover, 4, move || {
+        std::fs::write(late.0.join("late.txt"), "uploaded during the takeover").unwrap();
+        std::fs::write(late.1.join("late-private.txt"), "private, during").unwrap();
+    });
     let (status, _) = sites.act(&uri, EnvAction::Takeover).await;
+    sites.injector.set_meanwhile(None);
     assert_eq!(status, OperationStatus::Succeeded);
     crate::takeover::drupal_serves(&uri, &title).unwrap();
     assert_eq!(managed_by().await, aegird::model::Management::Aegird);
+    let (status, body) = http_get(&uri, &format!("/sites/{uri}/files/late.txt"));
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.ends_with("\r\n\r\nuploaded during the takeover"),
+        "{body}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/var/aegir/sites/{uri}/private/late-private.txt"))
+            .unwrap(),
+        "private, during"
+    );
 
     // Its backups carry the site's own code (sites/<uri>/modules ...): a restore failing at
     // any step leaves the code as it is now, changed since the backup; one that succeeds
