@@ -64,7 +64,8 @@ fn drupal_dirs(t: &Target) -> Option<DrupalDirs> {
 /// - `move_dir FROM TO` is a rename on one filesystem; across two, it copies under a
 ///   temporary name first, so `TO` only ever exists whole and `FROM` goes once `TO` is there.
 /// - `opcache_wait PHP` prints how long php-fpm may go on running a changed script's old
-///   compiled code: opcache looks at a file again only every `revalidate_freq` seconds.
+///   compiled code: opcache looks at a file again only every `revalidate_freq` seconds; or
+///   `never` when `validate_timestamps` is off (it never looks again until php-fpm restarts).
 const DIR_FUNCTIONS: &str = r#"exchange() {
   mv --exchange -T -- "$1" "$2" 2>/dev/null && return 0
   perl -MPOSIX -e 'my %nr = (x86_64 => 316, aarch64 => 276, riscv64 => 276, ppc64le => 357, s390x => 347, i686 => 353, armv7l => 382);
@@ -83,7 +84,17 @@ opcache_wait() {
   printf '%s
 ' "$info" | awk -F' => ' '$1 == "opcache.enable" { on = ($2 == "On" || $2 == "1") }
 $1 == "opcache.revalidate_freq" { f = $2 }
-END { if (!on) print 0; else if (f == "") print 3; else print f + 1 }'
+$1 == "opcache.validate_timestamps" { never = ($2 == "Off" || $2 == "0") }
+END { if (!on) print 0; else if (never) print "never"; else if (f == "") print 3; else print f + 1 }'
+}
+# Refuses (before anything changes) a swap php-fpm would not notice: with validate_timestamps
+# off it would run Aegir 3's cached settings.php, which reads its credentials from Aegir 3's
+# vhost, until restarted.
+opcache_check() {
+  if [ "$(opcache_wait "$1")" = never ]; then
+    echo "php$1-fpm runs with opcache.validate_timestamps off: after the swap it would keep running Aegir 3's cached settings.php, which stops working once Aegir 3's vhost is gone; turn validate_timestamps on (and reload php$1-fpm), then take over" >&2
+    return 1
+  fi
 }
 "#;
 
@@ -416,7 +427,7 @@ grep -qF "$3" "$2" || { echo "the vhost $2 does not name $3" >&2; exit 1; }"#,
         let staged = dirs.as_ref().map(|d| d.staged.as_str()).unwrap_or_default();
         let script = format!(
             r#"set -e
-{DIR_FUNCTIONS}dir=$1 marker=$2 key=$3 a3=$4 vhost=$5 staged=$6
+{DIR_FUNCTIONS}dir=$1 marker=$2 key=$3 a3=$4 vhost=$5 staged=$6 php=$7
 adopted=
 if [ -e "$dir" ]; then
   if [ "$(cat "$marker" 2>/dev/null)" = "$key" ] && [ -e "$dir/.aegir3/adopted" ]; then adopted=1
@@ -427,6 +438,7 @@ if [ -e "$vhost" ] && ! grep -qF "(aegir-env $key)" "$vhost"; then
   echo "$vhost already exists and is not aegird's vhost for this site" >&2; exit 1
 fi
 if [ -n "$staged" ]; then
+  opcache_check "$php"
   rm -rf "$staged.probe-a" "$staged.probe-b"
   mkdir "$staged.probe-a" "$staged.probe-b"
   if ! err=$(exchange "$staged.probe-a" "$staged.probe-b" 2>&1); then
@@ -493,6 +505,7 @@ fi"#
                 &self.a3.site_path,
                 &s.vhost_file(),
                 staged,
+                &s.php,
             ],
             secrets,
         )
@@ -535,6 +548,7 @@ fi"#
             r#"set -e
 {DIR_FUNCTIONS}vhost=$1 new=$2 a3_vhost=$4 kept_vhost=$5 alias=$6 kept_alias=$7
 staged=$9 live=${{10}} kept_site=${{11}} php=${{12}} a3=${{13}} dir=${{14}}
+if [ -n "$staged" ]; then opcache_check "$php"; oc_wait=$(opcache_wait "$php"); fi
 # What the site wrote into Aegir 3's directories since the adopt step copied them (newer or
 # new files; a file deleted meanwhile stays in aegird's copy). For WordPress uploads have
 # gone to aegird's directory since the uploads-path step; for Drupal they go there from the
@@ -567,7 +581,7 @@ if ! out=$(nginx -t 2>&1); then
   echo "nginx -t refused the new configuration, Aegir 3's vhost is back: $out" >&2
   exit 1
 fi
-if [ -n "$staged" ]; then sleep "$(opcache_wait "$php")"; fi
+if [ -n "$staged" ]; then sleep "$oc_wait"; fi
 {reload}if [ -n "$staged" ]; then
   rm -rf "$live/private" "$kept_site.part"
   move_dir "$staged" "$kept_site"
@@ -606,5 +620,69 @@ fi"#,
             "aegir3_vhost_kept": format!("{kept}/vhost"),
             "aegir3_site_kept": dirs.map(|d| d.kept),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DIR_FUNCTIONS;
+    use std::os::unix::fs::PermissionsExt;
+    use std::process::Command;
+
+    /// Runs `call` after DIR_FUNCTIONS with a stand-in `php-fpm9.9` on PATH printing `info`
+    /// as `php-fpm -i` does (None: no such binary). Stdout, stderr, success.
+    fn with_fpm(info: Option<&str>, call: &str) -> (String, String, bool) {
+        let bin = tempfile::tempdir().unwrap();
+        if let Some(info) = info {
+            let fpm = bin.path().join("php-fpm9.9");
+            std::fs::write(&fpm, format!("#!/bin/sh\ncat <<'INFO'\n{info}\nINFO\n")).unwrap();
+            std::fs::set_permissions(&fpm, PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        let path = format!(
+            "{}:{}",
+            bin.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("{DIR_FUNCTIONS}{call}"))
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+            out.status.success(),
+        )
+    }
+
+    #[test]
+    fn opcache_wait_reads_php_fpm_settings() {
+        let info = |enable: &str, validate: &str, freq: &str| {
+            format!(
+                "opcache.enable => {enable} => {enable}\nopcache.revalidate_freq => {freq} => {freq}\nopcache.validate_timestamps => {validate} => {validate}"
+            )
+        };
+        let wait = |info: Option<&str>| with_fpm(info, "opcache_wait 9.9").0;
+        assert_eq!(wait(Some(&info("On", "On", "2"))), "3");
+        assert_eq!(wait(Some(&info("On", "On", "60"))), "61");
+        assert_eq!(wait(Some(&info("Off", "Off", "2"))), "0");
+        assert_eq!(wait(Some(&info("On", "Off", "2"))), "never");
+        assert_eq!(wait(Some("opcache.enable => On => On")), "3");
+        // Unreadable settings: the default revalidate_freq (2) and a second more.
+        assert_eq!(wait(None), "3");
+    }
+
+    #[test]
+    fn a_cache_that_never_revalidates_is_refused() {
+        let never = "opcache.enable => On => On\nopcache.validate_timestamps => Off => Off";
+        let (_, err, ok) = with_fpm(Some(never), "opcache_check 9.9");
+        assert!(!ok);
+        assert!(
+            err.contains("php9.9-fpm") && err.contains("validate_timestamps"),
+            "{err}"
+        );
+        let fine = "opcache.enable => On => On\nopcache.validate_timestamps => On => On";
+        assert!(with_fpm(Some(fine), "opcache_check 9.9").2);
     }
 }
