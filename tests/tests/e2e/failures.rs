@@ -308,6 +308,54 @@ impl Sites {
         sites
     }
 
+    /// Restores `backup` (the first of its ids) with each step failing in turn, before and
+    /// after its work (but for the last, past which the restore is done); after each,
+    /// `unchanged` checks the site, and no staging directory and no new backup may remain.
+    async fn restore_failing_at_each_step(
+        &self,
+        uri: &str,
+        backup: &(Vec<aegird::model::Id>, Vec<String>),
+        unchanged: impl Fn(&str),
+    ) {
+        let steps = [
+            "check-site-directory",
+            "check-archive",
+            "vhost-disabled",
+            "backup",
+            "stage",
+            "switch",
+            "vhost",
+            "drop-previous",
+        ];
+        for (i, step) in steps.iter().enumerate() {
+            for when in [When::Before, When::After] {
+                if *step == "drop-previous" && when == When::After {
+                    continue;
+                }
+                let case = format!("restore failing {when:?} {step}");
+                self.injector.set(Some(Injection {
+                    kind: OperationKind::EnvRestore,
+                    step: i,
+                    when,
+                }));
+                let request = EnvActionRequest {
+                    backup: Some(backup.0[0]),
+                    ..Default::default()
+                };
+                let (status, ran) = self.act_with(uri, EnvAction::Restore, request).await;
+                self.injector.set(None);
+                assert_eq!(ran, steps, "{case}");
+                assert_eq!(status, OperationStatus::Failed, "{case}");
+                unchanged(&case);
+                for dir in [".restore", ".restore-previous"] {
+                    let path = format!("/var/aegir/sites/{uri}/{dir}");
+                    assert!(!Path::new(&path).exists(), "{case}: {path} is left");
+                }
+                assert_eq!(&self.backups().await, backup, "{case}: backups changed");
+            }
+        }
+    }
+
     /// Runs `hook` just before step `step` of the next operations of `kind`.
     fn before_step(
         &self,
@@ -574,36 +622,12 @@ async fn a_restore_failing_at_any_step_leaves_the_site_as_it_was() {
     let files = format!("/var/aegir/sites/{uri}/files");
     std::fs::write(format!("{files}/note.txt"), "current").unwrap();
     let installed = site_leftovers(&uri, &key, None);
-    let steps = [
-        "check-site-directory",
-        "check-archive",
-        "vhost-disabled",
-        "backup",
-        "stage",
-        "switch",
-        "vhost",
-        "drop-previous",
-    ];
     let request = || EnvActionRequest {
         backup: Some(backup.0[0]),
         ..Default::default()
     };
-    for (i, step) in steps.iter().enumerate() {
-        for when in [When::Before, When::After] {
-            // Past the point of no return the restore is done: checked below.
-            if *step == "drop-previous" && when == When::After {
-                continue;
-            }
-            let case = format!("restore failing {when:?} {step}");
-            sites.injector.set(Some(Injection {
-                kind: OperationKind::EnvRestore,
-                step: i,
-                when,
-            }));
-            let (status, ran) = sites.act_with(&uri, EnvAction::Restore, request()).await;
-            sites.injector.set(None);
-            assert_eq!(ran, steps, "{case}");
-            assert_eq!(status, OperationStatus::Failed, "{case}");
+    sites
+        .restore_failing_at_each_step(&uri, &backup, |case| {
             assert!(serves(&uri, &current), "{case}: not serving its content");
             assert_eq!(
                 std::fs::read_to_string(format!("{files}/note.txt")).unwrap(),
@@ -611,10 +635,8 @@ async fn a_restore_failing_at_any_step_leaves_the_site_as_it_was() {
                 "{case}"
             );
             assert_eq!(site_leftovers(&uri, &key, None), installed, "{case}");
-            assert!(!Path::new(&format!("/var/aegir/sites/{uri}/.restore")).exists());
-            assert_eq!(sites.backups().await, backup, "{case}: backups changed");
-        }
-    }
+        })
+        .await;
     // Failing after the last step, the restore has happened and stays.
     sites.injector.set(Some(Injection {
         kind: OperationKind::EnvRestore,
@@ -856,35 +878,8 @@ async fn a_drupal_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
     .unwrap();
     let current = code();
     let installed = site_leftovers(&uri, &site.key, Some(&site.sites));
-    let steps = [
-        "check-site-directory",
-        "check-archive",
-        "vhost-disabled",
-        "backup",
-        "stage",
-        "switch",
-        "vhost",
-        "drop-previous",
-    ];
-    let request = || EnvActionRequest {
-        backup: Some(backup.0[0]),
-        ..Default::default()
-    };
-    for (i, step) in steps.iter().enumerate() {
-        for when in [When::Before, When::After] {
-            if *step == "drop-previous" && when == When::After {
-                continue;
-            }
-            let case = format!("Drupal restore failing {when:?} {step}");
-            sites.injector.set(Some(Injection {
-                kind: OperationKind::EnvRestore,
-                step: i,
-                when,
-            }));
-            let (status, ran) = sites.act_with(&uri, EnvAction::Restore, request()).await;
-            sites.injector.set(None);
-            assert_eq!(ran, steps, "{case}");
-            assert_eq!(status, OperationStatus::Failed, "{case}");
+    sites
+        .restore_failing_at_each_step(&uri, &backup, |case| {
             if let Err(e) = crate::takeover::drupal_serves(&uri, &title) {
                 panic!("{case}: the site is not served as before: {e}");
             }
@@ -894,12 +889,13 @@ async fn a_drupal_takeover_failing_at_any_step_leaves_the_site_with_aegir3() {
                 installed,
                 "{case}"
             );
-            assert!(!Path::new(&format!("/var/aegir/sites/{uri}/.restore")).exists());
-            assert!(!Path::new(&format!("/var/aegir/sites/{uri}/.restore-previous")).exists());
-            assert_eq!(sites.backups().await, backup, "{case}: backups changed");
-        }
-    }
-    let (status, _) = sites.act_with(&uri, EnvAction::Restore, request()).await;
+        })
+        .await;
+    let request = EnvActionRequest {
+        backup: Some(backup.0[0]),
+        ..Default::default()
+    };
+    let (status, _) = sites.act_with(&uri, EnvAction::Restore, request).await;
     assert_eq!(status, OperationStatus::Succeeded);
     assert_eq!(code(), backed_up, "the backup's code is back");
     crate::takeover::drupal_serves(&uri, &title).unwrap();
