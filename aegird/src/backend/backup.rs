@@ -110,9 +110,11 @@ fn code_dir(t: &Target) -> Option<String> {
     matches!(t.site.app, AppKind::Drupal | AppKind::Drupal7).then(|| t.drupal_site_dir())
 }
 
-/// Shell: `for_code DIR CMD...` runs `CMD... NAME` for each entry of DIR that is the site's
-/// own code, leaving out what aegird writes there itself (settings.php, the files link ...).
-fn for_code_fn() -> String {
+/// Shell functions for the code switch:
+/// - `for_code DIR CMD...` runs `CMD... NAME` for each entry of DIR that is the site's own
+///   code, leaving out what aegird writes there itself (settings.php, the files link ...);
+/// - `mv_to TO NAME`, as its CMD, moves the entry NAME of that DIR into TO.
+fn code_functions() -> String {
     format!(
         r#"for_code() {{
   fc_dir=$1; shift
@@ -122,6 +124,7 @@ fn for_code_fn() -> String {
     "$@" "${{fc_e##*/}}"
   done
 }}
+mv_to() {{ mv -T "$fc_dir/$2" "$1/$2"; }}
 "#,
         reserved = archive::SITE_RESERVED.join("|")
     )
@@ -559,7 +562,8 @@ mkdir -m 0700 "$4""#
         })
         .await
         .map_err(|e| StepError::new(format!("the restore stopped: {e}")))??;
-        self.t
+        let has_code = self
+            .t
             .sh(
                 cx,
                 "give the restored files to the web group",
@@ -570,21 +574,12 @@ chown -R -h root:"$2" files private
 find files private -type d -exec chmod 2770 {} +
 find files private -type f -exec chmod 0660 {} +
 # The site's own code is code: root's, and not writable by the web server.
-if [ -d site ]; then chown -R -h root:root site; chmod -R go-w site; fi"#,
+if [ -d site ]; then chown -R -h root:root site; chmod -R go-w site; echo site; fi"#,
                 &[&staging, layout::WEB_GROUP],
-            )
-            .await?;
-        let has_code = self
-            .t
-            .sh(
-                cx,
-                "look for the site's own code in the archive",
-                r#"if [ -d "$1/site" ]; then echo yes; else echo no; fi"#,
-                &[&staging],
             )
             .await?
             .trim()
-            == "yes";
+            == "site";
         if has_code && code_dir(&self.t).is_none() {
             cx.log(
                 LogLevel::Warning,
@@ -710,12 +705,11 @@ done"#,
                         r#"{for_code}set -e
 [ -d "$2/site" ] || exit 0
 mkdir -p "$3/site"
-mv_to() {{ mv -T "$fc_dir/$2" "$1/$2"; }}
 for_code "$1" mv_to "$3/site"
 : > "$3/site.switched"
 for_code "$2/site" mv_to "$1"
 rmdir "$2/site""#,
-                        for_code = for_code_fn()
+                        for_code = code_functions()
                     ),
                     &[&code, &staging_dir(&s.dir()), &previous_dir(&s.dir())],
                 )
@@ -734,7 +728,6 @@ rmdir "$2/site""#,
                     &format!("put the previous code of {code} back"),
                     &format!(
                         r#"{for_code}set -e
-mv_to() {{ mv -T "$fc_dir/$2" "$1/$2"; }}
 if [ -e "$3/site.switched" ]; then
   mkdir -p "$2/site"
   for_code "$1" mv_to "$2/site"
@@ -744,7 +737,7 @@ if [ -d "$3/site" ]; then
   for_code "$3/site" mv_to "$1"
   rmdir "$3/site"
 fi"#,
-                        for_code = for_code_fn()
+                        for_code = code_functions()
                     ),
                     &[&code, &staging_dir(&s.dir()), &previous_dir(&s.dir())],
                 )
