@@ -458,16 +458,19 @@ if [ -z "$adopted" ]; then
   mkdir -p "$(dirname "$dir")"
   mkdir -m 0755 "$tmp" "$tmp/.aegir3"
   (umask 077; cat > "$tmp/secrets.json")
-  if [ -d "$a3/files" ]; then cp -a "$a3/files" "$tmp/files"; fi
+  # copy_dir copies what a directory holds, so one that Aegir 3 keeps elsewhere through a
+  # symlink (files on another disk) becomes a directory of aegird's, not a second link.
+  copy_dir() {{ mkdir -p "$2"; cp -a "$1/." "$2/"; }}
+  if [ -d "$a3/files" ]; then copy_dir "$a3/files" "$tmp/files"; fi
   if [ -z "$staged" ]; then
-    if [ -d "$a3/private" ]; then cp -a "$a3/private" "$tmp/private"; fi
+    if [ -d "$a3/private" ]; then copy_dir "$a3/private" "$tmp/private"; fi
   else
     # Aegir 3 keeps Drupal's private files in private/files, its configuration in
     # private/config and temporary files in private/temp; aegird's private directory
     # holds the first two, as settings.php tells Drupal.
     mkdir "$tmp/private"
     if [ -d "$a3/private/files" ]; then cp -a "$a3/private/files/." "$tmp/private/"; fi
-    if [ -d "$a3/private/config" ]; then cp -a "$a3/private/config" "$tmp/private/config"; fi
+    if [ -d "$a3/private/config" ]; then copy_dir "$a3/private/config" "$tmp/private/config"; fi
   fi
   printf '%s\n' "$a3" > "$tmp/.aegir3/adopted"
   printf '%s\n' "$key" > "$tmp/.aegir-env"

@@ -530,14 +530,14 @@ pub fn build_drupal_site(a3: &Aegir3, title: &str) -> DrupalSite {
     let site = sites.join(&uri);
     let site_path = site.display().to_string();
     let a3_site_path = format!("/var/aegir/platforms/drupal7live/sites/{uri}");
-    for dir in [
-        "files",
-        "private/files",
-        "private/temp",
-        "modules/a3_custom",
-    ] {
+    for dir in ["private/files", "private/temp", "modules/a3_custom"] {
         std::fs::create_dir_all(site.join(dir)).unwrap();
     }
+    // The public files live on "another disk", as some Aegir 3 installs keep them: files/ is
+    // a symlink to them.
+    let storage = root.join("storage").join(&uri);
+    std::fs::create_dir_all(&storage).unwrap();
+    std::os::unix::fs::symlink(&storage, site.join("files")).unwrap();
     std::fs::write(site.join("files/hello.txt"), "uploaded in Aegir 3\n").unwrap();
     std::fs::write(site.join("private/files/note.txt"), "private in Aegir 3").unwrap();
     std::fs::write(
@@ -586,7 +586,8 @@ pub fn build_drupal_site(a3: &Aegir3, title: &str) -> DrupalSite {
     for dir in ["files", "private"] {
         let chown = Command::new("chown")
             .args(["-R", "www-data:www-data"])
-            .arg(site.join(dir))
+            // Through the files symlink to the directory it names.
+            .arg(site.join(dir).join("."))
             .status()
             .unwrap();
         assert!(chown.success());
@@ -761,6 +762,15 @@ fn live_aegir3_drupal_site_is_taken_over_with_its_own_code_and_files() {
     assert_eq!(
         std::fs::read_link(live.join("files")).unwrap(),
         Path::new(&format!("/var/aegir/sites/{uri}/files"))
+    );
+    // Aegir 3's files were behind a symlink: aegird's copy is a directory of its own.
+    let ours = std::fs::symlink_metadata(format!("/var/aegir/sites/{uri}/files")).unwrap();
+    assert!(ours.is_dir(), "aegird's files directory is a symlink");
+    assert_eq!(
+        read(Path::new(&format!(
+            "/var/aegir/sites/{uri}/files/hello.txt"
+        ))),
+        "uploaded in Aegir 3\n"
     );
     let kept = format!("/var/aegir/sites/{uri}/.aegir3");
     assert!(read(Path::new(&format!("{kept}/site/settings.php"))).contains("db_passwd"));
