@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 
 use super::env::{Target, MYSQL};
 use super::layout;
-use crate::backup::{archive, retention, rewrite};
+use crate::backup::{archive, lanes, retention, rewrite};
 use crate::engine::{Step, StepContext, StepError};
 use crate::model::{AppKind, Backup, BackupFormat, BackupReason, Id, LogLevel};
 use crate::store::NewBackupRow;
@@ -533,10 +533,13 @@ mkdir -m 0700 "$4""#
             .await;
         }
         let import_script = format!(r#"{MYSQL}exec "$my" "$1""#);
-        let import = self
-            .t
-            .exec
-            .command("sh", &["-c", &import_script, "sh", &new_db]);
+        let imports = (0..RESTORE_CONNECTIONS)
+            .map(|_| {
+                self.t
+                    .exec
+                    .command("sh", &["-c", &import_script, "sh", &new_db])
+            })
+            .collect();
         let untar = self.t.exec.command(
             "tar",
             &[
@@ -557,11 +560,16 @@ mkdir -m 0700 "$4""#
         let cancel = CancelOnDrop::new();
         let flag = cancel.flag();
         let archive_path = PathBuf::from(&path);
-        let (report, stats) = tokio::task::spawn_blocking(move || {
-            read_archive(&archive_path, import, Some(untar), pairs, &flag)
+        let Loaded {
+            report,
+            stats,
+            lanes,
+        } = tokio::task::spawn_blocking(move || {
+            read_archive(&archive_path, imports, Some(untar), pairs, &flag)
         })
         .await
         .map_err(|e| StepError::new(format!("the restore stopped: {e}")))??;
+        self.restore_stats(cx, &new_db, &lanes).await?;
         let has_code = self
             .t
             .sh(
@@ -624,6 +632,51 @@ if [ -d site ]; then chown -R -h root:root site; chmod -R go-w site; echo site; 
             "entries": report.entries,
             "rewritten": stats.literals_changed,
         }))
+    }
+
+    /// Sets back the statistics option the import paused on the tables it created, and
+    /// computes their statistics, so the restored definitions are the dumped ones.
+    async fn restore_stats(
+        &self,
+        cx: &StepContext,
+        db: &str,
+        lanes: &[lanes::LaneReport],
+    ) -> Result<(), StepError> {
+        let loaded: u64 = lanes.iter().map(|l| l.sections).sum();
+        let used = lanes.iter().filter(|l| l.sections > 0).count();
+        cx.info(format!(
+            "{loaded} tables loaded on {used} connection{}{}",
+            if used == 1 { "" } else { "s" },
+            match lanes.first().and_then(|l| l.cut.as_deref()) {
+                Some(why) => format!("; the rest of the dump ran on one (serial from: {why})"),
+                None => String::new(),
+            }
+        ))
+        .await;
+        let existing = self.tables(cx, db).await?;
+        let paused: Vec<String> = lanes
+            .iter()
+            .flat_map(|l| l.paused.iter())
+            .filter(|t| existing.contains(t))
+            .cloned()
+            .collect();
+        if paused.is_empty() {
+            return Ok(());
+        }
+        let script = format!("{MYSQL}exec \"$my\" -N -B");
+        self.t
+            .sh_input(
+                cx,
+                &format!(
+                    "set back automatic statistics on {} tables of {db} and analyze them",
+                    paused.len()
+                ),
+                &script,
+                &[],
+                lanes::restore_stats_sql(db, &paused).into_bytes(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// Base tables of a database, one per line.
@@ -846,8 +899,9 @@ rm -rf "$3" "$4""#
                 .command("sh", &["-c", &import_script, "sh", &db]);
             let cancel = CancelOnDrop::new();
             let flag = cancel.flag();
-            let (report, _) = tokio::task::spawn_blocking(move || {
-                read_archive(&path, import, None, Vec::new(), &flag)
+            // One connection: the database is dropped right after, statistics and all.
+            let Loaded { report, .. } = tokio::task::spawn_blocking(move || {
+                read_archive(&path, vec![import], None, Vec::new(), &flag)
             })
             .await
             .map_err(|e| StepError::new(format!("the restore test stopped: {e}")))??;
@@ -1082,16 +1136,184 @@ fn write_archive(
     writer.finish().map_err(err)
 }
 
+/// Connections a restore of one of aegird's own archives loads the database on: its tables
+/// are shared out among them (see `backup::lanes`). Two keep a two-core server busy; the
+/// largest table bounds the time however many there are.
+const RESTORE_CONNECTIONS: usize = 2;
+
+/// What `read_archive` did.
+struct Loaded {
+    report: archive::Report,
+    stats: rewrite::Stats,
+    /// One per connection used.
+    lanes: Vec<lanes::LaneReport>,
+}
+
 /// Streams an archive into a host's `mariadb` (through the URL rewriter when `pairs` is not
-/// empty) and, when given, its `tar -x`: both run at once, each fed as its part of the
-/// archive comes by.
+/// empty) and, when given, its `tar -x`: all at once, each fed as its part of the archive
+/// comes by. `imports` are connections to the same database: one of aegird's own archives is
+/// loaded on all of them, its tables shared out, and read once more for its files and its
+/// checksums; an Aegir 3 tarball is read once, into the first.
 fn read_archive(
+    path: &Path,
+    imports: Vec<Command>,
+    untar: Option<Command>,
+    pairs: Vec<(String, String)>,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Loaded, StepError> {
+    let limits = archive::Limits::for_archive(
+        std::fs::metadata(path)
+            .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?
+            .len(),
+    );
+    let ours = archive::peek(path).is_ok_and(|p| p.format == archive::Format::Aegir);
+    let mut imports = imports.into_iter();
+    let first = imports
+        .next()
+        .ok_or_else(|| StepError::new("no database connection to import into"))?;
+    let extra: Vec<Command> = if ours { imports.collect() } else { Vec::new() };
+    if extra.is_empty() {
+        return read_whole(path, first, untar, pairs, cancel, limits);
+    }
+
+    let plan = lanes::Plan::new(1 + extra.len());
+    let mut threads = Vec::new();
+    for (lane, import) in std::iter::once(first).chain(extra).enumerate() {
+        let (path, plan, pairs, cancel) =
+            (path.to_path_buf(), plan.clone(), pairs.clone(), cancel.clone());
+        threads.push(std::thread::spawn(move || {
+            // Lane 0 waits at a cut for the others to say they have ended: they must say
+            // so even if they panic.
+            let mut told = TellOnDrop(plan.clone(), lane > 0);
+            let loaded = load_lane(&path, import, lane, &plan, pairs, &cancel, limits);
+            if loaded.is_err() {
+                // The others stop at their next write: the restore has failed.
+                cancel.store(true, Ordering::SeqCst);
+            }
+            if lane > 0 {
+                told.1 = false;
+                plan.lane_finished(loaded.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+            }
+            loaded
+        }));
+    }
+    // The files, and the check of the whole archive against its manifest, here.
+    let mut untar = untar
+        .map(|c| Process::spawn(c, "tar -x into the staging directory", true, false))
+        .transpose()?;
+    let tar_in: Box<dyn Write + Send> = match untar.as_mut().and_then(Process::stdin) {
+        Some(stdin) => Box::new(stdin),
+        None => Box::new(std::io::sink()),
+    };
+    let mut sink = archive::TarSink::new(
+        std::io::sink(),
+        CancelWriter {
+            inner: tar_in,
+            flag: cancel.clone(),
+        },
+    );
+    let read = archive::read(path, limits, &mut sink);
+    if read.is_err() {
+        cancel.store(true, Ordering::SeqCst);
+    }
+    let tar_closed = sink.into_inner().map(drop);
+    let extracted = untar.map(Process::wait).unwrap_or(Ok(()));
+    let mut results = Vec::new();
+    for t in threads {
+        results.push(
+            t.join()
+                .unwrap_or_else(|_| Err(StepError::new("a database connection's thread panicked"))),
+        );
+    }
+    let report = read.map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
+    let mut stats = None;
+    let mut reports = Vec::new();
+    // The first connection's error is the cause; the others were stopped because of it.
+    for loaded in results {
+        let (lane_stats, lane_report) = loaded?;
+        stats.get_or_insert(lane_stats);
+        reports.push(lane_report);
+    }
+    extracted?;
+    tar_closed.map_err(|e| StepError::new(format!("tar -x: {e}")))?;
+    Ok(Loaded {
+        report,
+        stats: stats.unwrap_or_default(),
+        lanes: reports,
+    })
+}
+
+/// Tells the plan that a lane has ended if its thread unwinds before it could say how.
+struct TellOnDrop(Arc<lanes::Plan>, bool);
+
+impl Drop for TellOnDrop {
+    fn drop(&mut self) {
+        if self.1 {
+            self.0
+                .lane_finished(Err("a database connection's thread panicked".into()));
+        }
+    }
+}
+
+/// One connection of a parallel restore: its own read of the archive's SQL, split by its
+/// `LaneWriter`, into its own `mariadb`.
+fn load_lane(
+    path: &Path,
+    import: Command,
+    lane: usize,
+    plan: &Arc<lanes::Plan>,
+    pairs: Vec<(String, String)>,
+    cancel: &Arc<AtomicBool>,
+    limits: archive::Limits,
+) -> Result<(rewrite::Stats, lanes::LaneReport), StepError> {
+    let what = format!("the database import (connection {})", lane + 1);
+    let mut import = Process::spawn(import, &what, true, false)?;
+    let stdin = import
+        .stdin()
+        .ok_or_else(|| StepError::new("the import has no input"))?;
+    let lane_writer = lanes::LaneWriter::new(
+        CancelWriter {
+            inner: stdin,
+            flag: cancel.clone(),
+        },
+        lane,
+        plan.clone(),
+        cancel.clone(),
+    );
+    let mut sql = rewrite::Rewriter::new(lane_writer, pairs);
+    let read = archive::read_database(path, limits, &mut sql);
+    if read.is_err() && sql.get_ref().stopped() {
+        // At a cut: the rest is the first connection's.
+        let report = sql.get_ref().report().clone();
+        drop(sql);
+        import.wait()?;
+        return Ok((rewrite::Stats::default(), report));
+    }
+    let finished = read
+        .map_err(|e| e.to_string())
+        .and_then(|_| sql.finish().map_err(|e| e.to_string()))
+        .and_then(|(w, stats)| {
+            w.finish()
+                .map(|(stdin, report)| {
+                    drop(stdin);
+                    (stats, report)
+                })
+                .map_err(|e| e.to_string())
+        });
+    // The client's own error (a failed statement) explains a broken pipe best.
+    import.wait()?;
+    finished.map_err(|e| StepError::new(format!("{}: {e}", path.display())))
+}
+
+/// The whole archive in one pass into one connection (an Aegir 3 tarball, or a restore test).
+fn read_whole(
     path: &Path,
     import: Command,
     untar: Option<Command>,
     pairs: Vec<(String, String)>,
     cancel: &Arc<AtomicBool>,
-) -> Result<(archive::Report, rewrite::Stats), StepError> {
+    limits: archive::Limits,
+) -> Result<Loaded, StepError> {
     let mut import = Process::spawn(import, "the database import", true, false)?;
     let mut untar = untar
         .map(|c| Process::spawn(c, "tar -x into the staging directory", true, false))
@@ -1103,7 +1325,8 @@ fn read_archive(
         Some(stdin) => Box::new(stdin),
         None => Box::new(std::io::sink()),
     };
-    let sql = rewrite::Rewriter::new(sql_in, pairs);
+    let one = lanes::LaneWriter::new(sql_in, 0, lanes::Plan::new(1), cancel.clone());
+    let sql = rewrite::Rewriter::new(one, pairs);
     let mut sink = archive::TarSink::new(
         CancelWriter {
             inner: sql,
@@ -1111,24 +1334,21 @@ fn read_archive(
         },
         tar_in,
     );
-    let limits = archive::Limits::for_archive(
-        std::fs::metadata(path)
-            .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?
-            .len(),
-    );
     let read = archive::read(path, limits, &mut sink);
     let finished = sink.into_inner();
     // Whatever happened, the children get their end of input and are waited for; their
     // errors (a failed SQL statement) explain more than ours.
     // The children's input is closed here (the writers are dropped), or they never end.
-    let (stats, tar_closed) = match finished {
+    let (done, tar_closed) = match finished {
         Ok((sql, tar)) => {
             drop(tar);
-            let stats = sql.inner.finish().map(|(stdin, stats)| {
-                drop(stdin);
-                stats
+            let done = sql.inner.finish().and_then(|(one, stats)| {
+                one.finish().map(|(stdin, lane)| {
+                    drop(stdin);
+                    (stats, lane)
+                })
             });
-            (stats.map_err(|e| e.to_string()), Ok(()))
+            (done.map_err(|e| e.to_string()), Ok(()))
         }
         Err(e) => (Err(e.to_string()), Err(e.to_string())),
     };
@@ -1138,8 +1358,12 @@ fn read_archive(
     imported?;
     extracted?;
     tar_closed.map_err(StepError::new)?;
-    let stats = stats.map_err(|e| StepError::new(format!("the database import: {e}")))?;
-    Ok((report, stats))
+    let (stats, lane) = done.map_err(|e| StepError::new(format!("the database import: {e}")))?;
+    Ok(Loaded {
+        report,
+        stats,
+        lanes: vec![lane],
+    })
 }
 
 /// A writer that fails once the step is abandoned.

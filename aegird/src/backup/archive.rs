@@ -673,13 +673,51 @@ pub fn read(path: &Path, limits: Limits, sink: &mut dyn Sink) -> Result<Report, 
             budget: &budget,
         });
         match format {
-            Format::Aegir => read_ours(archive, &budget, sink)?,
+            Format::Aegir => read_ours(archive, &budget, sink, false)?,
             Format::Aegir3 => read_aegir3(archive, &budget, sink)?,
         }
     };
     io::copy(&mut rest, &mut HashSink(&mut file_hasher)).map_err(io_error(&open_context))?;
     report.archive_sha256 = crate::hex::encode(&file_hasher.finalize());
     Ok(report)
+}
+
+/// Reads the SQL of one of our archives, and nothing after it, into `sql`: for the extra
+/// connections of a parallel restore, while one `read` of the same file checks all of it
+/// against its manifest (which comes last). Returns the SQL's size.
+pub fn read_database(path: &Path, limits: Limits, sql: &mut dyn Write) -> Result<u64, ArchiveError> {
+    let (format, file) = open_archive(path)?;
+    if format != Format::Aegir {
+        return Err(ArchiveError::Corrupt(format!(
+            "{}: only aegird's own archives can be read in parallel",
+            path.display()
+        )));
+    }
+    let budget = Budget::new(limits);
+    let decoder = zstd::stream::read::Decoder::new(file)
+        .map_err(io_error("starting zstd decompression"))?;
+    let archive = tar::Archive::new(CountingReader {
+        inner: decoder,
+        budget: &budget,
+    });
+    let report = read_ours(archive, &budget, &mut SqlOnly(sql), true)?;
+    Ok(report.database_bytes)
+}
+
+/// A sink for `read_database`, which stops before any entry.
+struct SqlOnly<'a>(&'a mut dyn Write);
+
+impl Sink for SqlOnly<'_> {
+    fn database(&mut self, data: &[u8]) -> io::Result<()> {
+        self.0.write_all(data)
+    }
+
+    fn entry(&mut self, entry: &SafeEntry, _data: &mut dyn Read) -> io::Result<()> {
+        Err(io::Error::other(format!(
+            "{}: not expected when reading the database alone",
+            entry.path
+        )))
+    }
 }
 
 /// `read` with a sink that discards, under `Limits::for_archive`.
@@ -849,10 +887,12 @@ pub fn peek(path: &Path) -> Result<Peek, ArchiveError> {
     }
 }
 
+/// `database_only`: stop after the database chunks (nothing after them is read or checked).
 fn read_ours<R: Read>(
     mut archive: tar::Archive<R>,
     budget: &Budget,
     sink: &mut dyn Sink,
+    database_only: bool,
 ) -> Result<Report, ArchiveError> {
     let on_error = |e: io::Error| budget.stream_error("reading the archive", e);
     let mut entries = archive.entries().map_err(on_error)?.raw(true);
@@ -880,6 +920,16 @@ fn read_ours<R: Read>(
             member: name.clone(),
             reason,
         })?;
+        if database_only && chunks > 0 && !path.starts_with(DATABASE_PREFIX) {
+            return Ok(Report {
+                format: Format::Aegir,
+                manifest: None,
+                archive_sha256: String::new(),
+                database_bytes: db_bytes,
+                entries: 0,
+                skipped: Vec::new(),
+            });
+        }
 
         if path == MANIFEST_MEMBER {
             if !is_regular(member.entry_type) {

@@ -2,5 +2,6 @@
 //! check, extract safely), the URL rewrite a clone applies to a dump, and retention.
 
 pub mod archive;
+pub mod lanes;
 pub mod retention;
 pub mod rewrite;

@@ -71,6 +71,11 @@ impl<W: Write> Rewriter<W> {
         }
     }
 
+    /// The inner writer, as it is (after a failed write, to ask it why).
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
     /// Writes out what is buffered and hands back the inner writer. Fails if the dump ended
     /// inside a string literal, which means it was truncated.
     pub fn finish(mut self) -> io::Result<(W, Stats)> {

@@ -1,0 +1,1154 @@
+//! Shares a streamed SQL dump's tables out among several connections of the database server,
+//! so that a restore loads them in parallel, and keeps InnoDB's statistics thread quiet while
+//! they load.
+//!
+//! Every connection ("lane") reads the whole dump through its own [`LaneWriter`]; they agree on
+//! how it splits, because they split the same bytes the same way. Each runs every statement
+//! that only sets its session (`SET`, `COMMIT`, `UNLOCK TABLES`), so all sessions stay alike,
+//! and the statements of the table sections it claimed (`DROP`/`CREATE TABLE`, `LOCK TABLES`,
+//! `INSERT INTO ... VALUES`, `ALTER TABLE ... KEYS`): a section is the run of statements about
+//! one table, claimed by whichever lane gets to it first. A statement this module does not
+//! know for certain to touch one table (a trigger, a view, `DELIMITER`, an `INSERT ... SELECT`,
+//! a table seen before, a change of `sql_mode` that alters how text is quoted) is a *cut*: the
+//! first lane waits for the others to finish, then runs everything from there on, byte for
+//! byte, as a single connection would. So the parallel part only ever reorders row loads into
+//! different tables, under `FOREIGN_KEY_CHECKS=0`, which cannot change the result.
+//!
+//! Each lane's bytes go to a `mariadb` client exactly as they came (comments included), so the
+//! client splits them as it would have split the whole dump. The splitting here follows the
+//! client's: `;` outside quotes and comments ends a statement, and `/*! ... */` is code.
+//!
+//! InnoDB recomputes a table's statistics once a tenth of it has changed, but at most every
+//! ten seconds; while a table is being filled, MariaDB's statistics task spins on it in
+//! between (measured: it took a whole core during an import, the import itself one). A
+//! `CREATE TABLE` this lane runs therefore gets `STATS_AUTO_RECALC=0`, and the caller sets it
+//! back with [`restore_stats_sql`] once the rows are in, which leaves the definition as it was.
+
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+/// Bytes of a statement read before deciding where it goes (its first words are enough).
+const PREFIX: usize = 4096;
+/// A statement whose leading comments run longer than this is not worth parsing: a cut.
+const MAX_UNDECIDED: usize = 64 * 1024;
+/// A `CREATE TABLE` is held until its end to add the table option; a longer one is passed on
+/// unchanged.
+const MAX_CREATE: usize = 1 << 20;
+/// The option added to a `CREATE TABLE` while its rows load.
+const PAUSE_STATS: &[u8] = b" STATS_AUTO_RECALC=0";
+
+/// What all lanes of one import share.
+pub struct Plan {
+    lanes: usize,
+    /// The next table section nobody has claimed yet.
+    next: AtomicUsize,
+    finished: Mutex<Finished>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Finished {
+    /// Lanes other than the first whose connection has ended.
+    done: usize,
+    failure: Option<String>,
+}
+
+impl Plan {
+    pub fn new(lanes: usize) -> Arc<Plan> {
+        Arc::new(Plan {
+            lanes: lanes.max(1),
+            next: AtomicUsize::new(0),
+            finished: Mutex::new(Finished::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes
+    }
+
+    /// Lane 1, 2 ... says its connection has ended (its client has exited), well or not.
+    pub fn lane_finished(&self, result: Result<(), String>) {
+        let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        f.done += 1;
+        if let Err(e) = result {
+            f.failure.get_or_insert(e);
+        }
+        self.changed.notify_all();
+    }
+
+    /// Lane 0 at a cut: waits until every other lane's connection has ended.
+    fn wait_for_others(&self, cancel: &AtomicBool) -> io::Result<()> {
+        let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if let Some(e) = &f.failure {
+                return Err(io::Error::other(format!("a parallel connection failed: {e}")));
+            }
+            if f.done + 1 >= self.lanes {
+                return Ok(());
+            }
+            if cancel.load(Ordering::SeqCst) {
+                return Err(io::Error::new(
+                    io::ErrorKind::Interrupted,
+                    "the operation was stopped",
+                ));
+            }
+            f = self
+                .changed
+                .wait_timeout(f, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    fn claim(&self) -> usize {
+        self.next.fetch_add(1, Ordering::SeqCst)
+    }
+}
+
+/// What one lane did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneReport {
+    /// Table sections this lane loaded (before any cut).
+    pub sections: u64,
+    /// Tables this lane created with their statistics paused, to be set back.
+    pub paused: Vec<String>,
+    /// Why the dump went on serially from some point, if it did (the same for every lane).
+    pub cut: Option<String>,
+}
+
+/// Where the lane is in the dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Parallel,
+    /// Lane 0 after a cut: everything goes through unchanged.
+    Serial,
+    /// Any other lane after a cut: nothing more is its business.
+    Stopped,
+}
+
+/// What becomes of the statement being read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Route {
+    /// Its bytes are buffered until its first words are known.
+    Undecided,
+    /// A `CREATE TABLE` of this lane's, buffered to its end.
+    Hold,
+    Forward,
+    Drop,
+}
+
+/// The error a stopped lane's writer returns, so its reader ends early.
+pub const STOPPED: &str = "this connection's share of the dump is done";
+
+/// One lane: a `Write` that passes on the part of the dump that is this lane's.
+pub struct LaneWriter<W: Write> {
+    inner: W,
+    lane: usize,
+    plan: Arc<Plan>,
+    cancel: Arc<AtomicBool>,
+    scan: Scanner,
+    mode: Mode,
+    route: Route,
+    /// The current statement's bytes while `Undecided` or `Hold`.
+    stmt: Vec<u8>,
+    /// The current section's index and table.
+    section: Option<(usize, Vec<u8>)>,
+    seen: HashSet<Vec<u8>>,
+    claim: Option<usize>,
+    /// Whether the dump has turned foreign key checks off (sections may then load in any
+    /// order).
+    fk_off: bool,
+    report: LaneReport,
+}
+
+impl<W: Write> LaneWriter<W> {
+    pub fn new(inner: W, lane: usize, plan: Arc<Plan>, cancel: Arc<AtomicBool>) -> Self {
+        LaneWriter {
+            inner,
+            lane,
+            plan,
+            cancel,
+            scan: Scanner::default(),
+            mode: Mode::Parallel,
+            route: Route::Undecided,
+            stmt: Vec::new(),
+            section: None,
+            seen: HashSet::new(),
+            claim: None,
+            fk_off: false,
+            report: LaneReport::default(),
+        }
+    }
+
+    /// Whether this lane stopped at a cut (its reader's error is then [`STOPPED`], no failure).
+    pub fn stopped(&self) -> bool {
+        self.mode == Mode::Stopped
+    }
+
+    pub fn report(&self) -> &LaneReport {
+        &self.report
+    }
+
+    /// Passes on what is left and hands back the inner writer.
+    pub fn finish(mut self) -> io::Result<(W, LaneReport)> {
+        if self.mode == Mode::Parallel && !self.stmt.is_empty() {
+            match self.route {
+                // The dump ends without a delimiter: only comments and blanks are harmless
+                // everywhere; a last statement runs once, as the client would run it.
+                Route::Undecided => match classify(&self.stmt, true) {
+                    Some(Class::Empty) => self.flush_stmt()?,
+                    _ => self.cut("a last statement without a delimiter".into())?,
+                },
+                Route::Hold => self.flush_stmt()?,
+                Route::Forward | Route::Drop => {}
+            }
+        }
+        self.inner.flush()?;
+        Ok((self.inner, self.report))
+    }
+
+    fn flush_stmt(&mut self) -> io::Result<()> {
+        self.inner.write_all(&self.stmt)?;
+        self.stmt.clear();
+        Ok(())
+    }
+
+    /// From here on the dump runs on lane 0 alone, as it is.
+    fn cut(&mut self, why: String) -> io::Result<()> {
+        self.report.cut = Some(why);
+        if self.lane == 0 {
+            self.plan.wait_for_others(&self.cancel)?;
+            self.mode = Mode::Serial;
+            self.flush_stmt()
+        } else {
+            self.mode = Mode::Stopped;
+            self.stmt.clear();
+            Err(io::Error::other(STOPPED))
+        }
+    }
+
+    /// Decides where the buffered statement goes, once enough of it is known.
+    fn decide(&mut self, ended: bool) -> io::Result<()> {
+        let class = match classify(&self.stmt, ended) {
+            Some(c) => c,
+            None if self.stmt.len() > MAX_UNDECIDED => {
+                Class::Cut("a statement behind a long comment".into())
+            }
+            None => return Ok(()),
+        };
+        match class {
+            Class::Empty => {
+                self.route = Route::Forward;
+                self.flush_stmt()
+            }
+            Class::Session { fk } => {
+                if let Some(off) = fk {
+                    self.fk_off = off;
+                }
+                self.route = Route::Forward;
+                self.flush_stmt()
+            }
+            Class::Cut(why) => self.cut(why),
+            Class::Bound { table, create } => {
+                let current = self.section.as_ref().map(|(i, t)| (*i, t == &table));
+                let index = match current {
+                    Some((i, true)) => i,
+                    _ => {
+                        if self.seen.contains(&table) {
+                            return self.cut(format!(
+                                "`{}` comes back after other tables",
+                                String::from_utf8_lossy(&table)
+                            ));
+                        }
+                        if !self.fk_off {
+                            return self.cut("foreign key checks are on".into());
+                        }
+                        let i = current.map_or(0, |(i, _)| i + 1);
+                        self.seen.insert(table.clone());
+                        self.section = Some((i, table.clone()));
+                        // Claims go out in order, and a lane claims again as soon as it has
+                        // passed its section, so a new claim is at or beyond this one.
+                        if self.claim.is_none_or(|c| c < i) {
+                            self.claim = Some(self.plan.claim());
+                        }
+                        if self.claim == Some(i) {
+                            self.report.sections += 1;
+                        }
+                        i
+                    }
+                };
+                if self.claim != Some(index) {
+                    self.route = Route::Drop;
+                    self.stmt.clear();
+                    return Ok(());
+                }
+                if create && !ended && self.stmt.len() < MAX_CREATE {
+                    self.route = Route::Hold;
+                    return Ok(());
+                }
+                if create && ended {
+                    self.route = Route::Hold;
+                    return self.end_held(&table);
+                }
+                self.route = Route::Forward;
+                self.flush_stmt()
+            }
+        }
+    }
+
+    /// A held `CREATE TABLE` is complete: pass it on with its statistics paused if it can be.
+    fn end_held(&mut self, table: &[u8]) -> io::Result<()> {
+        if let Some(with_pause) = pause_stats(&self.stmt) {
+            self.stmt = with_pause;
+            self.report
+                .paused
+                .push(String::from_utf8_lossy(table).into_owned());
+        }
+        self.flush_stmt()
+    }
+}
+
+impl<W: Write> Write for LaneWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut rest = buf;
+        while !rest.is_empty() {
+            match self.mode {
+                Mode::Serial => {
+                    self.inner.write_all(rest)?;
+                    break;
+                }
+                Mode::Stopped => return Err(io::Error::other(STOPPED)),
+                Mode::Parallel => {}
+            }
+            let (n, ended) = self.scan.feed(rest);
+            let (piece, after) = rest.split_at(n);
+            rest = after;
+            match self.route {
+                Route::Forward => self.inner.write_all(piece)?,
+                Route::Drop => {}
+                Route::Undecided | Route::Hold => {
+                    self.stmt.extend_from_slice(piece);
+                    if self.route == Route::Undecided && (ended || self.stmt.len() >= PREFIX) {
+                        self.decide(ended)?;
+                    } else if self.route == Route::Hold
+                        && (ended || self.stmt.len() >= MAX_CREATE)
+                    {
+                        if ended {
+                            let table = self
+                                .section
+                                .as_ref()
+                                .map(|(_, t)| t.clone())
+                                .unwrap_or_default();
+                            self.end_held(&table)?;
+                        } else {
+                            self.route = Route::Forward;
+                            self.flush_stmt()?;
+                        }
+                    }
+                }
+            }
+            if ended && self.mode == Mode::Parallel {
+                self.route = Route::Undecided;
+                self.stmt.clear();
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The SQL that sets back what [`LaneWriter`] paused, for the tables of `db` named.
+pub fn restore_stats_sql(db: &str, tables: &[String]) -> String {
+    let q = |s: &str| s.replace('`', "``");
+    let mut sql = String::new();
+    for t in tables {
+        sql.push_str(&format!(
+            "ALTER TABLE `{}`.`{}` STATS_AUTO_RECALC=DEFAULT;\n",
+            q(db),
+            q(t)
+        ));
+    }
+    if !tables.is_empty() {
+        let names: Vec<String> = tables
+            .iter()
+            .map(|t| format!("`{}`.`{}`", q(db), q(t)))
+            .collect();
+        sql.push_str(&format!("ANALYZE TABLE {};\n", names.join(", ")));
+    }
+    sql
+}
+
+/// `stmt` (a whole `CREATE TABLE ... ;`) with `STATS_AUTO_RECALC=0` added to its table
+/// options, when they are plain InnoDB options that end the statement: not when it has
+/// partitions, system versioning, a statistics option of its own, or an ending this function
+/// does not recognise (then it loads as it is, only slower).
+fn pause_stats(stmt: &[u8]) -> Option<Vec<u8>> {
+    let semi = stmt.iter().rposition(|&b| b == b';')?;
+    let body = &stmt[..semi];
+    let end = body.iter().rposition(|b| !b.is_ascii_whitespace())? + 1;
+    let close = body[..end].iter().rposition(|&b| b == b')')?;
+    let options = body[close + 1..end].to_ascii_uppercase();
+    let last = *body.get(end - 1)?;
+    let plain_end = last.is_ascii_alphanumeric() || last == b'_' || last == b'\'';
+    let has = |w: &[u8]| options.windows(w.len()).any(|x| x == w);
+    if !plain_end
+        || !has(b"ENGINE=INNODB")
+        || has(b"PARTITION")
+        || has(b"STATS_")
+        || has(b"VERSIONING")
+        || has(b"/*")
+        || has(b"*/")
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(stmt.len() + PAUSE_STATS.len());
+    out.extend_from_slice(&body[..end]);
+    out.extend_from_slice(PAUSE_STATS);
+    out.extend_from_slice(&stmt[end..]);
+    Some(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Splitting: where statements end, as the mariadb client sees it
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum State {
+    #[default]
+    Code,
+    /// After `-` in code.
+    Dash,
+    /// After `--` in code: a blank or control byte makes it a comment.
+    DashDash,
+    /// After `/` in code.
+    Slash,
+    /// After `/*`: `!` or `M!` make it code (an executable comment).
+    SlashStar,
+    SlashStarM,
+    LineComment,
+    BlockComment,
+    BlockStar,
+    Single,
+    SingleEscape,
+    Double,
+    DoubleEscape,
+    Backtick,
+}
+
+#[derive(Debug, Default)]
+struct Scanner {
+    state: State,
+}
+
+impl Scanner {
+    /// Reads `buf` up to and including the `;` that ends a statement, if there is one:
+    /// (bytes read, whether a statement ended).
+    fn feed(&mut self, buf: &[u8]) -> (usize, bool) {
+        let mut i = 0;
+        while i < buf.len() {
+            let b = buf[i];
+            match self.state {
+                State::Code => match b {
+                    b';' => return (i + 1, true),
+                    b'\'' => self.state = State::Single,
+                    b'"' => self.state = State::Double,
+                    b'`' => self.state = State::Backtick,
+                    b'#' => self.state = State::LineComment,
+                    b'-' => self.state = State::Dash,
+                    b'/' => self.state = State::Slash,
+                    _ => {}
+                },
+                State::Dash => {
+                    if b == b'-' {
+                        self.state = State::DashDash;
+                    } else {
+                        self.state = State::Code;
+                        continue;
+                    }
+                }
+                State::DashDash => {
+                    if b <= b' ' {
+                        self.state = if b == b'\n' {
+                            State::Code
+                        } else {
+                            State::LineComment
+                        };
+                    } else {
+                        self.state = State::Code;
+                        continue;
+                    }
+                }
+                State::Slash => {
+                    if b == b'*' {
+                        self.state = State::SlashStar;
+                    } else {
+                        self.state = State::Code;
+                        continue;
+                    }
+                }
+                State::SlashStar => match b {
+                    b'!' => self.state = State::Code,
+                    b'M' => self.state = State::SlashStarM,
+                    _ => {
+                        self.state = State::BlockComment;
+                        continue;
+                    }
+                },
+                State::SlashStarM => {
+                    if b == b'!' {
+                        self.state = State::Code;
+                    } else {
+                        self.state = State::BlockComment;
+                        continue;
+                    }
+                }
+                State::LineComment => match memchr::memchr(b'\n', &buf[i..]) {
+                    Some(at) => {
+                        i += at;
+                        self.state = State::Code;
+                    }
+                    None => return (buf.len(), false),
+                },
+                State::BlockComment => match memchr::memchr(b'*', &buf[i..]) {
+                    Some(at) => {
+                        i += at;
+                        self.state = State::BlockStar;
+                    }
+                    None => return (buf.len(), false),
+                },
+                State::BlockStar => match b {
+                    b'/' => self.state = State::Code,
+                    b'*' => {}
+                    _ => self.state = State::BlockComment,
+                },
+                State::Single => match memchr::memchr2(b'\'', b'\\', &buf[i..]) {
+                    Some(at) => {
+                        i += at;
+                        self.state = if buf[i] == b'\\' {
+                            State::SingleEscape
+                        } else {
+                            State::Code
+                        };
+                    }
+                    None => return (buf.len(), false),
+                },
+                State::SingleEscape => self.state = State::Single,
+                State::Double => match memchr::memchr2(b'"', b'\\', &buf[i..]) {
+                    Some(at) => {
+                        i += at;
+                        self.state = if buf[i] == b'\\' {
+                            State::DoubleEscape
+                        } else {
+                            State::Code
+                        };
+                    }
+                    None => return (buf.len(), false),
+                },
+                State::DoubleEscape => self.state = State::Double,
+                State::Backtick => match memchr::memchr(b'`', &buf[i..]) {
+                    Some(at) => {
+                        i += at;
+                        self.state = State::Code;
+                    }
+                    None => return (buf.len(), false),
+                },
+            }
+            i += 1;
+        }
+        (buf.len(), false)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Classifying: what a statement touches, from its first words
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Class {
+    /// Only comments and blanks.
+    Empty,
+    /// Sets the session: every lane runs it. `fk`: whether it turns foreign key checks off
+    /// (Some(true)) or may turn them on (Some(false)).
+    Session { fk: Option<bool> },
+    /// Touches one table only.
+    Bound { table: Vec<u8>, create: bool },
+    /// Anything else: the rest of the dump runs serially.
+    Cut(String),
+}
+
+/// Classifies a statement from its start (`complete`: `stmt` is all of it). None: more bytes
+/// are needed.
+fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
+    let mut t = Tokens { s: stmt, i: 0 };
+    if !t.skip_leading() {
+        return if complete { Some(Class::Empty) } else { None };
+    }
+    // The first words of a statement fit in the prefix; a short prefix of an unfinished one
+    // waits for more.
+    if !complete && stmt.len() - t.i < 256 {
+        return None;
+    }
+    let start = t.i;
+    let cut = |what: &str| Some(Class::Cut(what.to_string()));
+    let first = t.word();
+    let class = match first.as_deref() {
+        Some("SET") => {
+            let upper: Vec<u8> = stmt[start..]
+                .iter()
+                .filter(|b| !b.is_ascii_whitespace())
+                .map(u8::to_ascii_uppercase)
+                .collect();
+            let has = |w: &[u8]| upper.windows(w.len()).any(|x| x == w);
+            if !complete {
+                cut("a long SET statement")
+            } else if has(b"GLOBAL") {
+                cut("a SET GLOBAL statement")
+            } else if has(b"ANSI") || has(b"NO_BACKSLASH_ESCAPES") {
+                cut("an sql_mode that changes how text is quoted")
+            } else {
+                let fk = if has(b"FOREIGN_KEY_CHECKS=0") {
+                    Some(true)
+                } else if has(b"FOREIGN_KEY_CHECKS") {
+                    Some(false)
+                } else {
+                    None
+                };
+                Some(Class::Session { fk })
+            }
+        }
+        Some("COMMIT") if t.at_end() => Some(Class::Session { fk: None }),
+        Some("UNLOCK") if t.word().as_deref() == Some("TABLES") && t.at_end() => {
+            Some(Class::Session { fk: None })
+        }
+        Some("DROP") if t.word().as_deref() == Some("TABLE") => {
+            let mut name = t.name();
+            if name.as_deref() == Some(b"IF".as_slice()) {
+                name = (t.word().as_deref() == Some("EXISTS"))
+                    .then(|| t.name())
+                    .flatten();
+            }
+            match name {
+                Some(table) if t.at_end() => Some(Class::Bound {
+                    table,
+                    create: false,
+                }),
+                _ => cut("a DROP TABLE of other than one table"),
+            }
+        }
+        Some("CREATE") if t.word().as_deref() == Some("TABLE") => {
+            let mut name = t.name();
+            if name.as_deref() == Some(b"IF".as_slice()) {
+                name = (t.word().as_deref() == Some("NOT") && t.word().as_deref() == Some("EXISTS"))
+                    .then(|| t.name())
+                    .flatten();
+            }
+            match name {
+                Some(table) if t.punct(b'(') => Some(Class::Bound {
+                    table,
+                    create: true,
+                }),
+                _ => cut("a CREATE TABLE not followed by its columns"),
+            }
+        }
+        Some("LOCK") if t.word().as_deref() == Some("TABLES") => {
+            let name = t.name();
+            let kind = t.word();
+            match (name, kind.as_deref()) {
+                (Some(table), Some("WRITE" | "READ")) if t.at_end() => Some(Class::Bound {
+                    table,
+                    create: false,
+                }),
+                _ => cut("a LOCK TABLES of other than one table"),
+            }
+        }
+        Some("ALTER") if t.word().as_deref() == Some("TABLE") => {
+            let name = t.name();
+            let what = (t.word(), t.word());
+            match (name, what.0.as_deref(), what.1.as_deref()) {
+                (Some(table), Some("DISABLE" | "ENABLE"), Some("KEYS")) if t.at_end() => {
+                    Some(Class::Bound {
+                        table,
+                        create: false,
+                    })
+                }
+                _ => cut("an ALTER TABLE"),
+            }
+        }
+        Some("INSERT") if t.word().as_deref() == Some("INTO") => {
+            let name = t.name();
+            let columns_ok = !t.peek(b'(') || t.columns();
+            match name {
+                Some(table) if columns_ok && t.word().as_deref() == Some("VALUES") => {
+                    Some(Class::Bound {
+                        table,
+                        create: false,
+                    })
+                }
+                _ => cut("an INSERT other than INSERT INTO ... VALUES"),
+            }
+        }
+        Some(w) => cut(&format!("a {w} statement")),
+        None => cut("a statement that does not start with a word"),
+    };
+    class
+}
+
+/// A tiny lexer over a statement's first bytes.
+struct Tokens<'a> {
+    s: &'a [u8],
+    i: usize,
+}
+
+impl Tokens<'_> {
+    /// Skips blanks, comments and the opening of executable comments (`/*!40101`,
+    /// `/*M!100101`); false if nothing else is there.
+    fn skip_leading(&mut self) -> bool {
+        loop {
+            self.blanks();
+            let rest = &self.s[self.i..];
+            let executable = rest.starts_with(b"/*!") || rest.starts_with(b"/*M!");
+            let marker = if rest.get(2) == Some(&b'M') { 4 } else { 3 };
+            let digits = rest
+                .iter()
+                .skip(marker)
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            // No server reaches version 900000: MariaDB marks what only its client reads
+            // (`/*M!999999\- enable the sandbox mode */`) that way.
+            let never = std::str::from_utf8(&rest[marker.min(rest.len())..][..digits])
+                .ok()
+                .and_then(|d| d.parse::<u64>().ok())
+                .is_some_and(|v| v >= 900_000);
+            if executable && !never {
+                self.i += marker + digits;
+            } else if rest.starts_with(b"/*") {
+                match rest[2..].windows(2).position(|w| w == b"*/") {
+                    Some(at) => self.i += 2 + at + 2,
+                    None => return false,
+                }
+            } else if rest.starts_with(b"#")
+                || (rest.starts_with(b"--") && rest.get(2).is_none_or(|&b| b <= b' '))
+            {
+                match memchr::memchr(b'\n', rest) {
+                    Some(at) => self.i += at + 1,
+                    None => return false,
+                }
+            } else {
+                return !rest.is_empty();
+            }
+        }
+    }
+
+    fn blanks(&mut self) {
+        while self.s.get(self.i).is_some_and(u8::is_ascii_whitespace) {
+            self.i += 1;
+        }
+    }
+
+    /// A keyword, upper-cased.
+    fn word(&mut self) -> Option<String> {
+        self.blanks();
+        let start = self.i;
+        while self.s.get(self.i).is_some_and(u8::is_ascii_alphabetic) || self.s.get(self.i) == Some(&b'_') {
+            self.i += 1;
+        }
+        (self.i > start)
+            .then(|| String::from_utf8_lossy(&self.s[start..self.i]).to_ascii_uppercase())
+    }
+
+    /// A table name, quoted (`` `a``b` ``) or bare; a qualified name (`db`.`t`) is refused.
+    fn name(&mut self) -> Option<Vec<u8>> {
+        self.blanks();
+        let name = if self.s.get(self.i) == Some(&b'`') {
+            let mut out = Vec::new();
+            self.i += 1;
+            loop {
+                match self.s.get(self.i)? {
+                    b'`' if self.s.get(self.i + 1) == Some(&b'`') => {
+                        out.push(b'`');
+                        self.i += 2;
+                    }
+                    b'`' => {
+                        self.i += 1;
+                        break;
+                    }
+                    &b => {
+                        out.push(b);
+                        self.i += 1;
+                    }
+                }
+            }
+            out
+        } else {
+            let start = self.i;
+            while self
+                .s
+                .get(self.i)
+                .is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_' || *b == b'$')
+            {
+                self.i += 1;
+            }
+            self.s[start..self.i].to_vec()
+        };
+        (!name.is_empty() && self.s.get(self.i) != Some(&b'.')).then_some(name)
+    }
+
+    fn peek(&mut self, p: u8) -> bool {
+        self.blanks();
+        self.s.get(self.i) == Some(&p)
+    }
+
+    fn punct(&mut self, p: u8) -> bool {
+        let ok = self.peek(p);
+        if ok {
+            self.i += 1;
+        }
+        ok
+    }
+
+    /// A column list `(a, `b`)`.
+    fn columns(&mut self) -> bool {
+        if !self.punct(b'(') {
+            return false;
+        }
+        loop {
+            if self.name().is_none() {
+                return false;
+            }
+            if self.punct(b')') {
+                return true;
+            }
+            if !self.punct(b',') {
+                return false;
+            }
+        }
+    }
+
+    /// Only the end of the statement is left: `;`, perhaps after the `*/` of an executable
+    /// comment.
+    fn at_end(&mut self) -> bool {
+        self.blanks();
+        if self.s[self.i..].starts_with(b"*/") {
+            self.i += 2;
+            self.blanks();
+        }
+        self.s.get(self.i) == Some(&b';')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `dump` through `lanes` writers, each fed in pieces of `piece` bytes, one after
+    /// the other (lane 0 last, as it waits for the others at a cut); returns what each lane
+    /// was given and its report.
+    fn run(dump: &[u8], lanes: usize, piece: usize) -> Vec<(String, LaneReport)> {
+        run_as(dump, lanes, piece, false)
+    }
+
+    /// `interleave`: the lanes take turns, a piece each (for dumps without a cut, where lane 0
+    /// would wait for the others).
+    fn run_as(dump: &[u8], lanes: usize, piece: usize, interleave: bool) -> Vec<(String, LaneReport)> {
+        if interleave {
+            let plan = Plan::new(lanes);
+            let cancel = Arc::new(AtomicBool::new(false));
+            let mut writers: Vec<_> = (0..lanes)
+                .map(|l| LaneWriter::new(Vec::new(), l, plan.clone(), cancel.clone()))
+                .collect();
+            for chunk in dump.chunks(piece) {
+                for w in writers.iter_mut().rev() {
+                    w.write_all(chunk).unwrap();
+                }
+            }
+            return writers
+                .into_iter()
+                .map(|w| {
+                    let (bytes, report) = w.finish().unwrap();
+                    (String::from_utf8(bytes).unwrap(), report)
+                })
+                .collect();
+        }
+        let plan = Plan::new(lanes);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut out = vec![(String::new(), LaneReport::default()); lanes];
+        for lane in (0..lanes).rev() {
+            let mut w = LaneWriter::new(Vec::new(), lane, plan.clone(), cancel.clone());
+            let mut result = Ok(());
+            for chunk in dump.chunks(piece) {
+                result = w.write_all(chunk);
+                if result.is_err() {
+                    break;
+                }
+            }
+            match result {
+                Ok(()) => {}
+                Err(e) => {
+                    assert!(w.stopped(), "lane {lane}: {e}");
+                    assert_eq!(e.to_string(), STOPPED);
+                }
+            }
+            let stopped = w.stopped();
+            let (bytes, report) = w.finish().unwrap();
+            if lane > 0 {
+                plan.lane_finished(Ok(()));
+            }
+            assert!(!stopped || lane > 0);
+            out[lane] = (String::from_utf8(bytes).unwrap(), report);
+        }
+        out
+    }
+
+    const HEAD: &str = "/*M!999999\\- enable the sandbox mode */ \n-- MariaDB dump\n\
+/*!40101 SET NAMES utf8mb4 */;\n\
+/*!40014 SET @OLD_FOREIGN_KEY_CHECKS=@@FOREIGN_KEY_CHECKS, FOREIGN_KEY_CHECKS=0 */;\n";
+
+    fn table(name: &str, rows: &[&str]) -> String {
+        let mut s = format!(
+            "\n--\n-- Table structure for table `{name}`\n--\n\n\
+DROP TABLE IF EXISTS `{name}`;\n\
+/*!40101 SET @saved_cs_client     = @@character_set_client */;\n\
+CREATE TABLE `{name}` (\n  `id` int(11) NOT NULL,\n  `v` text,\n  PRIMARY KEY (`id`)\n\
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;\n\
+/*!40101 SET character_set_client = @saved_cs_client */;\n\
+SET @OLD_AUTOCOMMIT=@@AUTOCOMMIT, @@AUTOCOMMIT=0;\n\
+LOCK TABLES `{name}` WRITE;\n\
+/*!40000 ALTER TABLE `{name}` DISABLE KEYS */;\n"
+        );
+        for r in rows {
+            s.push_str(&format!("INSERT INTO `{name}` VALUES\n{r};\n"));
+        }
+        s.push_str(&format!(
+            "/*!40000 ALTER TABLE `{name}` ENABLE KEYS */;\nUNLOCK TABLES;\nCOMMIT;\n\
+SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
+        ));
+        s
+    }
+
+    const TAIL: &str = "/*!40014 SET FOREIGN_KEY_CHECKS=@OLD_FOREIGN_KEY_CHECKS */;\n\n-- Dump completed\n";
+
+    fn statements(s: &str) -> Vec<String> {
+        let mut scan = Scanner::default();
+        let mut out = Vec::new();
+        let mut rest = s.as_bytes();
+        while !rest.is_empty() {
+            let (n, ended) = scan.feed(rest);
+            if ended {
+                out.push(String::from_utf8_lossy(&rest[..n]).trim().to_string());
+            }
+            rest = &rest[n..];
+        }
+        out
+    }
+
+    #[test]
+    fn statements_end_where_the_client_ends_them() {
+        let sql = "INSERT INTO t VALUES ('a;b', \"c;\\\"d\", 'it''s', 'back\\\\');\n\
+-- a comment; not a statement\n# another; one\nSELECT 1 /* x; y */, `a;b`;\n\
+/*!40101 SET a=1 */;\nSELECT 2--3;\nSELECT '--';";
+        assert_eq!(
+            statements(sql),
+            vec![
+                "INSERT INTO t VALUES ('a;b', \"c;\\\"d\", 'it''s', 'back\\\\');",
+                "-- a comment; not a statement\n# another; one\nSELECT 1 /* x; y */, `a;b`;",
+                "/*!40101 SET a=1 */;",
+                "SELECT 2--3;",
+                "SELECT '--';",
+            ]
+        );
+    }
+
+    #[test]
+    fn statements_are_classified_by_what_they_touch() {
+        let bound = |t: &str, create| {
+            Some(Class::Bound {
+                table: t.as_bytes().to_vec(),
+                create,
+            })
+        };
+        let c = |s: &str| classify(s.as_bytes(), true);
+        assert_eq!(c("-- x\n\n"), Some(Class::Empty));
+        assert_eq!(c("/*!40101 SET NAMES utf8mb4 */;"), Some(Class::Session { fk: None }));
+        assert_eq!(
+            c("/*!40014 SET @OLD=@@FOREIGN_KEY_CHECKS, FOREIGN_KEY_CHECKS=0 */;"),
+            Some(Class::Session { fk: Some(true) })
+        );
+        assert_eq!(
+            c("SET FOREIGN_KEY_CHECKS=@OLD_FOREIGN_KEY_CHECKS;"),
+            Some(Class::Session { fk: Some(false) })
+        );
+        assert_eq!(c("COMMIT;"), Some(Class::Session { fk: None }));
+        assert_eq!(c("UNLOCK TABLES;"), Some(Class::Session { fk: None }));
+        assert_eq!(c("DROP TABLE IF EXISTS `a``b`;"), bound("a`b", false));
+        assert_eq!(c("CREATE TABLE `t` (\n `id` int);"), bound("t", true));
+        assert_eq!(c("CREATE TABLE IF NOT EXISTS t (id int);"), bound("t", true));
+        assert_eq!(c("LOCK TABLES `t` WRITE;"), bound("t", false));
+        assert_eq!(c("/*!40000 ALTER TABLE `t` DISABLE KEYS */;"), bound("t", false));
+        assert_eq!(c("INSERT INTO `t` VALUES (1,'a');"), bound("t", false));
+        assert_eq!(c("INSERT INTO `t` (`id`, v) VALUES (1,'a');"), bound("t", false));
+        for cut in [
+            "SET GLOBAL x=1;",
+            "/*!40101 SET SQL_MODE='NO_BACKSLASH_ESCAPES' */;",
+            "SET sql_mode='ANSI_QUOTES';",
+            "DELIMITER ;;",
+            "DROP TABLE `a`, `b`;",
+            "CREATE TABLE `t` LIKE `u`;",
+            "CREATE TABLE `db`.`t` (id int);",
+            "LOCK TABLES `a` WRITE, `b` WRITE;",
+            "ALTER TABLE `t` ADD KEY (id);",
+            "INSERT INTO `t` SELECT * FROM u;",
+            "REPLACE INTO `t` VALUES (1);",
+            "/*!50001 CREATE VIEW v AS SELECT 1 */;",
+            "USE `other`;",
+            "(SELECT 1);",
+        ] {
+            assert!(matches!(c(cut), Some(Class::Cut(_))), "{cut}");
+        }
+        // An unfinished statement waits for its first words.
+        assert_eq!(classify(b"-- only a comment\n", false), None);
+        assert_eq!(classify(b"INSERT INTO `t` VAL", false), None);
+    }
+
+    #[test]
+    fn tables_are_shared_out_and_sessions_kept_alike() {
+        let dump = format!(
+            "{HEAD}{}{}{}{TAIL}",
+            table("a", &["(1,'x;y')", "(2,'z')"]),
+            table("b", &["(1,'q')"]),
+            table("c", &["(7,'c')"])
+        );
+        for (piece, interleave) in [(1, true), (7, true), (64, true), (1 << 20, false)] {
+            let lanes = run_as(dump.as_bytes(), 2, piece, interleave);
+            // Each table's rows went to exactly one lane.
+            for (t, row) in [("a", "(1,'x;y')"), ("b", "(1,'q')"), ("c", "(7,'c')")] {
+                let holders: Vec<usize> = (0..2).filter(|&l| lanes[l].0.contains(row)).collect();
+                assert_eq!(holders.len(), 1, "table {t}, piece {piece}: {holders:?}");
+                let l = holders[0];
+                assert!(lanes[l].0.contains(&format!("CREATE TABLE `{t}`")));
+                assert!(!lanes[1 - l].0.contains(&format!("CREATE TABLE `{t}`")));
+                assert!(lanes[l].1.paused.contains(&t.to_string()));
+            }
+            // Both sessions saw every SET, in the dump's order.
+            for (text, _) in &lanes {
+                assert_eq!(text.matches("SET NAMES utf8mb4").count(), 1);
+                assert_eq!(text.matches("SET AUTOCOMMIT=@OLD_AUTOCOMMIT").count(), 3);
+                assert!(text.trim_end().ends_with("-- Dump completed"));
+                assert!(text.starts_with("/*M!999999"));
+            }
+            assert_eq!(lanes[0].1.sections + lanes[1].1.sections, 3);
+            assert_eq!(lanes[0].1.cut, None);
+            if interleave {
+                assert!(lanes.iter().all(|l| l.1.sections > 0), "piece {piece}");
+            }
+        }
+    }
+
+    #[test]
+    fn one_lane_passes_the_whole_dump_on() {
+        let dump = format!("{HEAD}{}{}{TAIL}", table("a", &["(1,'x')"]), table("b", &["(2,'y')"]));
+        let lanes = run(dump.as_bytes(), 1, 5);
+        let expected = dump.replace(
+            "COLLATE=utf8mb4_unicode_ci;",
+            "COLLATE=utf8mb4_unicode_ci STATS_AUTO_RECALC=0;",
+        );
+        assert_eq!(lanes[0].0, expected);
+        assert_eq!(lanes[0].1.paused, vec!["a".to_string(), "b".to_string()]);
+    }
+
+    #[test]
+    fn after_a_cut_the_first_lane_runs_the_rest_as_it_is() {
+        let trigger = "DELIMITER ;;\n/*!50003 CREATE*/ /*!50003 TRIGGER t1 BEFORE INSERT ON a FOR EACH ROW SET NEW.v = 'x;' */;;\nDELIMITER ;\n";
+        let dump = format!(
+            "{HEAD}{}{trigger}{}{TAIL}",
+            table("a", &["(1,'x')"]),
+            table("b", &["(2,'y')"])
+        );
+        for piece in [3, 1 << 20] {
+            let lanes = run(dump.as_bytes(), 2, piece);
+            let cut_at = dump.find("DELIMITER ;;").unwrap();
+            // Lane 0 ran everything from the cut on, byte for byte (table b included, its
+            // statistics not paused), and lane 1 nothing of it.
+            assert!(lanes[0].0.ends_with(&dump[cut_at..]), "piece {piece}");
+            assert!(!lanes[1].0.contains("DELIMITER"));
+            assert!(!lanes[1].0.contains("(2,'y')"));
+            assert!(lanes[0].1.cut.as_deref().unwrap().contains("DELIMITER"));
+            assert!(!lanes.iter().any(|l| l.1.paused.contains(&"b".to_string())));
+            // Table a was loaded once, by one of them.
+            assert_eq!(
+                lanes[0].0.matches("(1,'x')").count() + lanes[1].0.matches("(1,'x')").count(),
+                1
+            );
+        }
+    }
+
+    #[test]
+    fn without_foreign_key_checks_off_everything_is_serial() {
+        let dump = format!(
+            "/*!40101 SET NAMES utf8mb4 */;\n{}{}",
+            table("a", &["(1,'x')"]),
+            table("b", &["(2,'y')"])
+        );
+        let lanes = run(dump.as_bytes(), 2, 1 << 20);
+        assert_eq!(lanes[0].0, dump);
+        assert!(lanes[0].1.cut.as_deref().unwrap().contains("foreign key"));
+        assert_eq!(lanes[1].0, "/*!40101 SET NAMES utf8mb4 */;");
+    }
+
+    #[test]
+    fn a_table_seen_again_is_a_cut() {
+        let dump = format!(
+            "{HEAD}{}{}INSERT INTO `a` VALUES (3,'again');\n{TAIL}",
+            table("a", &["(1,'x')"]),
+            table("b", &["(2,'y')"])
+        );
+        let lanes = run(dump.as_bytes(), 2, 1 << 20);
+        assert!(lanes[0].0.ends_with(&format!("INSERT INTO `a` VALUES (3,'again');\n{TAIL}")));
+        assert!(lanes[0].1.cut.as_deref().unwrap().contains("`a` comes back"));
+    }
+
+    #[test]
+    fn statistics_are_paused_only_where_the_options_end_plainly() {
+        let p = |s: &str| pause_stats(s.as_bytes()).map(|v| String::from_utf8(v).unwrap());
+        assert_eq!(
+            p("CREATE TABLE t (id int) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;").as_deref(),
+            Some("CREATE TABLE t (id int) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 STATS_AUTO_RECALC=0;")
+        );
+        assert_eq!(
+            p("CREATE TABLE t (id int) ENGINE=InnoDB COMMENT='a (b)';").as_deref(),
+            None,
+            "the last ) is inside the comment: nothing is known of the options"
+        );
+        assert_eq!(
+            p("CREATE TABLE t (id int) ENGINE=InnoDB COMMENT='plain';").as_deref(),
+            Some("CREATE TABLE t (id int) ENGINE=InnoDB COMMENT='plain' STATS_AUTO_RECALC=0;")
+        );
+        for none in [
+            "CREATE TABLE t (id int) ENGINE=MyISAM;",
+            "CREATE TABLE t (id int) ENGINE=InnoDB STATS_AUTO_RECALC=1;",
+            "CREATE TABLE t (id int) ENGINE=InnoDB STATS_PERSISTENT=0;",
+            "CREATE TABLE t (id int) ENGINE=InnoDB\n/*!50100 PARTITION BY HASH (id) PARTITIONS 2 */;",
+            "CREATE TABLE t (id int) ENGINE=InnoDB WITH SYSTEM VERSIONING;",
+            "/*!50001 CREATE TABLE `v` (`a` int) ENGINE=InnoDB */;",
+        ] {
+            assert_eq!(p(none), None, "{none}");
+        }
+    }
+
+    #[test]
+    fn stats_are_set_back_and_analyzed() {
+        assert_eq!(
+            restore_stats_sql("s__new", &["a".into(), "b`c".into()]),
+            "ALTER TABLE `s__new`.`a` STATS_AUTO_RECALC=DEFAULT;\n\
+ALTER TABLE `s__new`.`b``c` STATS_AUTO_RECALC=DEFAULT;\n\
+ANALYZE TABLE `s__new`.`a`, `s__new`.`b``c`;\n"
+        );
+        assert_eq!(restore_stats_sql("s", &[]), "");
+    }
+}
