@@ -1179,8 +1179,12 @@ fn read_archive(
     let plan = lanes::Plan::new(1 + extra.len());
     let mut threads = Vec::new();
     for (lane, import) in std::iter::once(first).chain(extra).enumerate() {
-        let (path, plan, pairs, cancel) =
-            (path.to_path_buf(), plan.clone(), pairs.clone(), cancel.clone());
+        let (path, plan, pairs, cancel) = (
+            path.to_path_buf(),
+            plan.clone(),
+            pairs.clone(),
+            cancel.clone(),
+        );
         threads.push(std::thread::spawn(move || {
             // Lane 0 waits at a cut for the others to say they have ended: they must say
             // so even if they panic.
@@ -1220,10 +1224,10 @@ fn read_archive(
     let extracted = untar.map(Process::wait).unwrap_or(Ok(()));
     let mut results = Vec::new();
     for t in threads {
-        results.push(
-            t.join()
-                .unwrap_or_else(|_| Err(StepError::new("a database connection's thread panicked"))),
-        );
+        results
+            .push(t.join().unwrap_or_else(|_| {
+                Err(StepError::new("a database connection's thread panicked"))
+            }));
     }
     let report = read.map_err(|e| StepError::new(format!("{}: {e}", path.display())))?;
     let mut stats = None;

@@ -685,7 +685,11 @@ pub fn read(path: &Path, limits: Limits, sink: &mut dyn Sink) -> Result<Report, 
 /// Reads the SQL of one of our archives, and nothing after it, into `sql`: for the extra
 /// connections of a parallel restore, while one `read` of the same file checks all of it
 /// against its manifest (which comes last). Returns the SQL's size.
-pub fn read_database(path: &Path, limits: Limits, sql: &mut dyn Write) -> Result<u64, ArchiveError> {
+pub fn read_database(
+    path: &Path,
+    limits: Limits,
+    sql: &mut dyn Write,
+) -> Result<u64, ArchiveError> {
     let (format, file) = open_archive(path)?;
     if format != Format::Aegir {
         return Err(ArchiveError::Corrupt(format!(
@@ -694,8 +698,8 @@ pub fn read_database(path: &Path, limits: Limits, sql: &mut dyn Write) -> Result
         )));
     }
     let budget = Budget::new(limits);
-    let decoder = zstd::stream::read::Decoder::new(file)
-        .map_err(io_error("starting zstd decompression"))?;
+    let decoder =
+        zstd::stream::read::Decoder::new(file).map_err(io_error("starting zstd decompression"))?;
     let archive = tar::Archive::new(CountingReader {
         inner: decoder,
         budget: &budget,

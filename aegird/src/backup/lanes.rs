@@ -85,7 +85,9 @@ impl Plan {
         let mut f = self.finished.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if let Some(e) = &f.failure {
-                return Err(io::Error::other(format!("a parallel connection failed: {e}")));
+                return Err(io::Error::other(format!(
+                    "a parallel connection failed: {e}"
+                )));
             }
             if f.done + 1 >= self.lanes {
                 return Ok(());
@@ -334,8 +336,7 @@ impl<W: Write> Write for LaneWriter<W> {
                     self.stmt.extend_from_slice(piece);
                     if self.route == Route::Undecided && (ended || self.stmt.len() >= PREFIX) {
                         self.decide(ended)?;
-                    } else if self.route == Route::Hold
-                        && (ended || self.stmt.len() >= MAX_CREATE)
+                    } else if self.route == Route::Hold && (ended || self.stmt.len() >= MAX_CREATE)
                     {
                         if ended {
                             let table = self
@@ -645,9 +646,10 @@ fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
         Some("CREATE") if t.word().as_deref() == Some("TABLE") => {
             let mut name = t.name();
             if name.as_deref() == Some(b"IF".as_slice()) {
-                name = (t.word().as_deref() == Some("NOT") && t.word().as_deref() == Some("EXISTS"))
-                    .then(|| t.name())
-                    .flatten();
+                name = (t.word().as_deref() == Some("NOT")
+                    && t.word().as_deref() == Some("EXISTS"))
+                .then(|| t.name())
+                .flatten();
             }
             match name {
                 Some(table) if t.punct(b'(') => Some(Class::Bound {
@@ -756,7 +758,9 @@ impl Tokens<'_> {
     fn word(&mut self) -> Option<String> {
         self.blanks();
         let start = self.i;
-        while self.s.get(self.i).is_some_and(u8::is_ascii_alphabetic) || self.s.get(self.i) == Some(&b'_') {
+        while self.s.get(self.i).is_some_and(u8::is_ascii_alphabetic)
+            || self.s.get(self.i) == Some(&b'_')
+        {
             self.i += 1;
         }
         (self.i > start)
@@ -856,7 +860,12 @@ mod tests {
 
     /// `interleave`: the lanes take turns, a piece each (for dumps without a cut, where lane 0
     /// would wait for the others).
-    fn run_as(dump: &[u8], lanes: usize, piece: usize, interleave: bool) -> Vec<(String, LaneReport)> {
+    fn run_as(
+        dump: &[u8],
+        lanes: usize,
+        piece: usize,
+        interleave: bool,
+    ) -> Vec<(String, LaneReport)> {
         if interleave {
             let plan = Plan::new(lanes);
             let cancel = Arc::new(AtomicBool::new(false));
@@ -932,7 +941,8 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
         s
     }
 
-    const TAIL: &str = "/*!40014 SET FOREIGN_KEY_CHECKS=@OLD_FOREIGN_KEY_CHECKS */;\n\n-- Dump completed\n";
+    const TAIL: &str =
+        "/*!40014 SET FOREIGN_KEY_CHECKS=@OLD_FOREIGN_KEY_CHECKS */;\n\n-- Dump completed\n";
 
     fn statements(s: &str) -> Vec<String> {
         let mut scan = Scanner::default();
@@ -975,7 +985,10 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
         };
         let c = |s: &str| classify(s.as_bytes(), true);
         assert_eq!(c("-- x\n\n"), Some(Class::Empty));
-        assert_eq!(c("/*!40101 SET NAMES utf8mb4 */;"), Some(Class::Session { fk: None }));
+        assert_eq!(
+            c("/*!40101 SET NAMES utf8mb4 */;"),
+            Some(Class::Session { fk: None })
+        );
         assert_eq!(
             c("/*!40014 SET @OLD=@@FOREIGN_KEY_CHECKS, FOREIGN_KEY_CHECKS=0 */;"),
             Some(Class::Session { fk: Some(true) })
@@ -988,11 +1001,20 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
         assert_eq!(c("UNLOCK TABLES;"), Some(Class::Session { fk: None }));
         assert_eq!(c("DROP TABLE IF EXISTS `a``b`;"), bound("a`b", false));
         assert_eq!(c("CREATE TABLE `t` (\n `id` int);"), bound("t", true));
-        assert_eq!(c("CREATE TABLE IF NOT EXISTS t (id int);"), bound("t", true));
+        assert_eq!(
+            c("CREATE TABLE IF NOT EXISTS t (id int);"),
+            bound("t", true)
+        );
         assert_eq!(c("LOCK TABLES `t` WRITE;"), bound("t", false));
-        assert_eq!(c("/*!40000 ALTER TABLE `t` DISABLE KEYS */;"), bound("t", false));
+        assert_eq!(
+            c("/*!40000 ALTER TABLE `t` DISABLE KEYS */;"),
+            bound("t", false)
+        );
         assert_eq!(c("INSERT INTO `t` VALUES (1,'a');"), bound("t", false));
-        assert_eq!(c("INSERT INTO `t` (`id`, v) VALUES (1,'a');"), bound("t", false));
+        assert_eq!(
+            c("INSERT INTO `t` (`id`, v) VALUES (1,'a');"),
+            bound("t", false)
+        );
         for cut in [
             "SET GLOBAL x=1;",
             "/*!40101 SET SQL_MODE='NO_BACKSLASH_ESCAPES' */;",
@@ -1052,7 +1074,11 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
 
     #[test]
     fn one_lane_passes_the_whole_dump_on() {
-        let dump = format!("{HEAD}{}{}{TAIL}", table("a", &["(1,'x')"]), table("b", &["(2,'y')"]));
+        let dump = format!(
+            "{HEAD}{}{}{TAIL}",
+            table("a", &["(1,'x')"]),
+            table("b", &["(2,'y')"])
+        );
         let lanes = run(dump.as_bytes(), 1, 5);
         let expected = dump.replace(
             "COLLATE=utf8mb4_unicode_ci;",
@@ -1109,8 +1135,15 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
             table("b", &["(2,'y')"])
         );
         let lanes = run(dump.as_bytes(), 2, 1 << 20);
-        assert!(lanes[0].0.ends_with(&format!("INSERT INTO `a` VALUES (3,'again');\n{TAIL}")));
-        assert!(lanes[0].1.cut.as_deref().unwrap().contains("`a` comes back"));
+        assert!(lanes[0]
+            .0
+            .ends_with(&format!("INSERT INTO `a` VALUES (3,'again');\n{TAIL}")));
+        assert!(lanes[0]
+            .1
+            .cut
+            .as_deref()
+            .unwrap()
+            .contains("`a` comes back"));
     }
 
     #[test]

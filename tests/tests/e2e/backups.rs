@@ -93,6 +93,25 @@ fn no_restore_leftovers(uri: &str, key: &str) {
     }
 }
 
+/// Every table of a database with its definition's options and its `CHECKSUM TABLE`: what a
+/// restore must bring back exactly.
+fn tables_and_checksums(key: &str) -> String {
+    let tables = mysql(&format!(
+        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{key}' ORDER BY TABLE_NAME"
+    ));
+    let names: Vec<String> = tables
+        .split_whitespace()
+        .map(|t| format!("`{key}`.`{t}`"))
+        .collect();
+    assert!(!names.is_empty(), "{key} has no tables");
+    let options = mysql(&format!(
+        "SELECT TABLE_NAME, ENGINE, CREATE_OPTIONS, TABLE_COLLATION FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = '{key}' ORDER BY TABLE_NAME"
+    ));
+    let sums = mysql(&format!("CHECKSUM TABLE {}", names.join(", ")));
+    format!("{options}\n{sums}")
+}
+
 fn sha256_of(path: &str) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -113,6 +132,7 @@ fn wordpress_backup_restore_clone_and_aegir3_tarball() {
     let original = unique("Original");
     let key_a = create_site(&d, &token, "wp-bk", &a, &original);
     upload(&a, "note.txt", "before");
+    let dumped = tables_and_checksums(&key_a);
 
     // Back up; the archive is listed, on disk, with the size and checksum recorded.
     cli_ok(
@@ -146,7 +166,17 @@ fn wordpress_backup_restore_clone_and_aegir3_tarball() {
     assert_eq!(title_of(&a).as_deref(), Some("Changed"));
     let out = cli_ok(&d, &token, &["env", "restore", &a, &first_id, "--wait"]);
     assert!(out.contains("switch"), "{out}");
+    // Every table came back as it was dumped, definition and rows (checked before any page
+    // load, which may write to the site's options): the statistics option the parallel load
+    // paused is set back, and no table was loaded twice or missed.
+    assert_eq!(tables_and_checksums(&key_a), dumped);
     assert_eq!(title_of(&a), Some(original.clone()));
+    let tables = dumped.lines().take_while(|l| !l.is_empty()).count();
+    assert!(
+        out.contains(&format!("{tables} tables loaded on ")),
+        "{tables} tables: {out}"
+    );
+    assert!(out.contains("set back automatic statistics"), "{out}");
     let (status, page) = http_get(&a, "/wp-content/uploads/note.txt");
     assert_eq!(status, 200, "{page}");
     assert!(page.ends_with("before"), "{page}");
