@@ -138,6 +138,13 @@ fn wordpress_backup_restore_clone_and_aegir3_tarball() {
         "INSERT INTO `{key_a}`.wp_options (option_name, option_value, autoload) \
          VALUES ('aegir_test_text', 'Ünïcødé ✓ 日本 it''s; a \\\\ back\\slash\ttab', 'no')"
     ));
+    // A table larger than WordPress's own, last in name order: backups dump the largest
+    // table first, so that a restore's longest load starts at once.
+    mysql(&format!(
+        "CREATE TABLE `{key_a}`.wp_zz_bulk (id INT PRIMARY KEY, body TEXT) ENGINE=InnoDB; \
+         INSERT INTO `{key_a}`.wp_zz_bulk SELECT seq, REPEAT('bulk; text ', 100) FROM `{key_a}`.seq_1_to_3000; \
+         ANALYZE TABLE `{key_a}`.wp_zz_bulk"
+    ));
     let dumped = tables_and_checksums(&key_a);
 
     // Back up; the archive is listed, on disk, with the size and checksum recorded.
@@ -163,6 +170,19 @@ fn wordpress_backup_restore_clone_and_aegir3_tarball() {
         std::fs::metadata(&path).unwrap().len()
     );
     assert_eq!(first["sha256"].as_str().unwrap(), sha256_of(&path));
+    let mut sql = Vec::new();
+    aegird::backup::archive::read_database(
+        Path::new(&path),
+        aegird::backup::archive::Limits::for_archive(first["size"].as_u64().unwrap()),
+        &mut sql,
+    )
+    .unwrap();
+    let sql = String::from_utf8_lossy(&sql);
+    let first_table = sql
+        .split("CREATE TABLE `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next());
+    assert_eq!(first_table, Some("wp_zz_bulk"), "the dump's first table");
     assert!(json(&d, &token, &["env", "show", &a])["last_backup_at"].is_string());
 
     // Change the content, then restore: the original content is back, and the change gone.
