@@ -327,6 +327,38 @@ async fn engine_bench(sizes: Sizes) -> Result<()> {
 }
 
 /// The machine's load: other work on it skews figures (the ratios less so).
+/// CPU seconds a process has used, and those of its children it has waited for
+/// (`/proc/PID/stat` utime + stime, cutime + cstime), or None if it cannot be read.
+fn cpu_secs(pid: u32) -> Option<(f64, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    // SAFETY: sysconf has no preconditions.
+    let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // utime, stime, cutime, cstime are fields 14-17 of the line, 12-15 after the name.
+    Some((
+        (f.get(11)? + f.get(12)?) / tick,
+        (f.get(13)? + f.get(14)?) / tick,
+    ))
+}
+
+/// CPU seconds of mariadbd and of aegird (with its children), read at one moment.
+type CpuPair = (Option<(f64, f64)>, Option<(f64, f64)>);
+
+/// The running mariadbd's pid.
+fn mariadbd_pid() -> Option<u32> {
+    let out = Command::new("pidof").arg("mariadbd").output().ok()?;
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -1546,8 +1578,10 @@ rm -f "$2/database.sql""#,
 
     // (b) ours.
     progress("aegir env backup --wait");
+    let backup_cpu_before = (mariadbd_pid().and_then(cpu_secs), cpu_secs(d.child.id()));
     let ours_backup_s =
         timed(cli(&["env", "backup", &uri, "--wait"]), "aegir env backup")? / 1000.0;
+    let backup_cpu_after = (mariadbd_pid().and_then(cpu_secs), cpu_secs(d.child.id()));
     let list = json(&["backup", "list", &uri])?;
     let ours = &list[0];
     let ours_size = ours["size"].as_u64().context("size")?;
@@ -1568,6 +1602,7 @@ rm -f "$2/database.sql""#,
         .arg("-C")
         .arg(&restore_dir);
     let a3_untar_s = timed(a3_untar, "the Aegir 3 restore's tar xzf")? / 1000.0;
+    let db_cpu_before = mariadbd_pid().and_then(cpu_secs);
     let mut a3_import = Command::new("sh");
     a3_import.args([
         "-c",
@@ -1578,6 +1613,10 @@ mariadb "$2" < "$1/database.sql""#,
     ]);
     a3_import.arg(&restore_dir).arg(&a3_db);
     let a3_import_s = timed(a3_import, "the Aegir 3 restore's import")? / 1000.0;
+    let a3_import_db_cpu = mariadbd_pid()
+        .and_then(cpu_secs)
+        .zip(db_cpu_before)
+        .map(|(after, before)| after.0 - before.0);
     let a3_restore_s = a3_untar_s + a3_import_s;
     let _ = Command::new("mariadb")
         .args(["-e", &format!("DROP DATABASE IF EXISTS `{a3_db}`")])
@@ -1585,7 +1624,9 @@ mariadb "$2" < "$1/database.sql""#,
     drop(a3);
 
     progress("aegir env restore --wait");
+    let cpu_before = (mariadbd_pid().and_then(cpu_secs), cpu_secs(d.child.id()));
     let out = cli(&["env", "restore", &uri, &ours_id, "--wait", "--json"]).output()?;
+    let cpu_after = (mariadbd_pid().and_then(cpu_secs), cpu_secs(d.child.id()));
     ensure!(
         out.status.success(),
         "aegir env restore: {}",
@@ -1655,6 +1696,25 @@ mariadb "$2" < "$1/database.sql""#,
     );
     for line in &import_lines {
         println!("- our stage's log: {line}");
+    }
+    // Where the processors went: on two cores, the import is bound by CPU. The restore
+    // operation includes a pre-restore backup, so a backup's own share is shown too.
+    let cpu = |before: CpuPair, after: CpuPair| match (before, after) {
+        ((Some(db0), Some(us0)), (Some(db1), Some(us1))) => format!(
+            "mariadbd {:.1} s, aegird {:.1} s, its child processes (clients, tar, dump) {:.1} s",
+            db1.0 - db0.0,
+            us1.0 - us0.0,
+            us1.1 - us0.1
+        ),
+        _ => "not readable".to_string(),
+    };
+    println!(
+        "- CPU during our whole restore operation: {}; during our backup: {}",
+        cpu(cpu_before, cpu_after),
+        cpu(backup_cpu_before, backup_cpu_after)
+    );
+    if let Some(cpu) = a3_import_db_cpu {
+        println!("- CPU during Aegir 3's mysql import: mariadbd {cpu:.1} s");
     }
     println!(
         "- load average (1, 5, 15 min) at the end: {}",
