@@ -970,8 +970,11 @@ fn read_ours<R: Read>(
                     "{name}: expected {DATABASE_PREFIX}{chunks:06}.sql"
                 )));
             }
-            let mut reader = MemberReader::new(&mut entry, member.size, true);
-            db_bytes += copy_sql(&mut reader, &mut db_hasher, sink, &name, budget)?;
+            // Reading the database alone checks nothing against the manifest (which comes
+            // last): the full read beside it does, so no hashing here.
+            let mut reader = MemberReader::new(&mut entry, member.size, !database_only);
+            let hasher = (!database_only).then_some(&mut db_hasher);
+            db_bytes += copy_sql(&mut reader, hasher, sink, &name, budget)?;
             seen.insert(
                 path,
                 SeenMember {
@@ -1134,7 +1137,13 @@ fn read_aegir3<R: Read>(
         if is_database {
             let mut hasher = Sha256::new();
             let mut reader = MemberReader::new(&mut entry, member.size, false);
-            db_bytes = Some(copy_sql(&mut reader, &mut hasher, sink, &name, budget)?);
+            db_bytes = Some(copy_sql(
+                &mut reader,
+                Some(&mut hasher),
+                sink,
+                &name,
+                budget,
+            )?);
         } else if checked.in_tree {
             deliver(sink, &checked.entry, &mut entry, budget, false)?;
             delivered += 1;
@@ -1184,7 +1193,7 @@ fn read_member(
 
 fn copy_sql(
     reader: &mut MemberReader<'_>,
-    hasher: &mut Sha256,
+    mut hasher: Option<&mut Sha256>,
     sink: &mut dyn Sink,
     member: &str,
     budget: &Budget,
@@ -1198,7 +1207,9 @@ fn copy_sql(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(budget.stream_error(member, e)),
         };
-        hasher.update(&buf[..n]);
+        if let Some(h) = hasher.as_deref_mut() {
+            h.update(&buf[..n]);
+        }
         total += n as u64;
         sink.database(&buf[..n])
             .map_err(io_error(format!("{member}: writing the SQL")))?;
