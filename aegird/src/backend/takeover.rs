@@ -545,8 +545,11 @@ fi"#
             .unwrap_or_default();
         // The order matters for Drupal: aegird's settings.php works behind either vhost, but
         // Aegir 3's reads the database credentials from its own vhost's fastcgi parameters.
-        // So the directories swap first and the new vhost is loaded only once php-fpm can
-        // no longer be running Aegir 3's settings.php from its cache.
+        // So the directories swap first, and the new vhost is put in place (not only loaded)
+        // once php-fpm can no longer be running Aegir 3's settings.php from its cache: a
+        // reload by anyone else in between (another site's operation, an admin) must not pair
+        // aegird's vhost with Aegir 3's settings.php. It did: the site answered 500 for about
+        // two seconds when another test reloaded nginx during the wait.
         let script = format!(
             r#"set -e
 {DIR_FUNCTIONS}vhost=$1 new=$2 a3_vhost=$4 kept_vhost=$5 alias=$6 kept_alias=$7
@@ -565,6 +568,13 @@ else
 fi
 exec 9>"$8"
 flock 9
+if [ -n "$staged" ]; then
+  if ! err=$(exchange "$staged" "$live" 2>&1); then
+    echo "could not swap $staged and $live, nothing was changed: $err" >&2
+    exit 1
+  fi
+  sleep "$oc_wait"
+fi
 if [ -e "$a3_vhost" ]; then mv -f "$a3_vhost" "$kept_vhost"; fi
 if [ -n "$alias" ] && [ -e "$alias" ]; then mv -f "$alias" "$kept_alias"; fi
 mv -f "$new" "$vhost"
@@ -573,18 +583,12 @@ back() {{
   if [ -e "$kept_vhost" ] && [ ! -e "$a3_vhost" ]; then mv -f "$kept_vhost" "$a3_vhost"; fi
   if [ -n "$alias" ] && [ -e "$kept_alias" ] && [ ! -e "$alias" ]; then mv -f "$kept_alias" "$alias"; fi
 }}
-if [ -n "$staged" ] && ! err=$(exchange "$staged" "$live" 2>&1); then
-  back
-  echo "could not swap $staged and $live, Aegir 3's vhost is back: $err" >&2
-  exit 1
-fi
 if ! out=$(nginx -t 2>&1); then
   back
   if [ -n "$staged" ]; then exchange "$staged" "$live"; fi
   echo "nginx -t refused the new configuration, Aegir 3's vhost is back: $out" >&2
   exit 1
 fi
-if [ -n "$staged" ]; then sleep "$oc_wait"; fi
 {reload}if [ -n "$staged" ]; then
   rm -rf "$live/private" "$kept_site.part"
   move_dir "$staged" "$kept_site"
