@@ -317,26 +317,11 @@ fn live_aegir3_site_is_imported_verified_taken_over_backed_up_and_restored() {
             }
         })
     };
-    // And while something else reloads nginx now and then, as another site's operation or an
-    // admin may at any moment: no reload may pair aegird's vhost with Aegir 3's settings.php.
-    let reloader = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut reloads = 0;
-            while !stop.load(Ordering::SeqCst) && reloads < 100 {
-                let _ = Command::new("nginx").args(["-s", "reload"]).status();
-                reloads += 1;
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            reloads
-        })
-    };
     std::thread::sleep(Duration::from_millis(500));
     cli_ok(&d, &token, &["env", "takeover", &uri, "--wait"]);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     looper.join().unwrap();
-    assert!(reloader.join().unwrap() > 4, "too few reloads ran");
     let failures = failures.lock().unwrap();
     assert!(
         failures.is_empty(),
@@ -746,11 +731,26 @@ fn live_aegir3_drupal_site_is_taken_over_with_its_own_code_and_files() {
             }
         })
     };
+    // And while something else reloads nginx now and then, as another site's operation or an
+    // admin may at any moment: no reload may pair aegird's vhost with Aegir 3's settings.php.
+    let reloader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut reloads = 0;
+            while !stop.load(Ordering::SeqCst) && reloads < 100 {
+                let _ = Command::new("nginx").args(["-s", "reload"]).status();
+                reloads += 1;
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            reloads
+        })
+    };
     std::thread::sleep(Duration::from_millis(500));
     cli_ok(&d, &token, &["env", "takeover", &uri, "--wait"]);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::SeqCst);
     looper.join().unwrap();
+    assert!(reloader.join().unwrap() > 4, "too few reloads ran");
     let failures = failures.lock().unwrap();
     assert!(
         failures.is_empty(),
