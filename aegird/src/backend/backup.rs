@@ -1198,9 +1198,9 @@ struct Loaded {
 
 /// Streams an archive into a host's `mariadb` (through the URL rewriter when `pairs` is not
 /// empty) and, when given, its `tar -x`: all at once, each fed as its part of the archive
-/// comes by. `imports` are connections to the same database: one of aegird's own archives is
-/// loaded on all of them, its tables shared out, and read once more for its files and its
-/// checksums; an Aegir 3 tarball is read once, into the first.
+/// comes by. `imports` are connections to the same database: with one, the archive is read
+/// once; with more (only for aegird's own archives, which the caller has peeked at), its
+/// tables are shared out among them and it is read once more for its files and checksums.
 fn read_archive(
     path: &Path,
     imports: Vec<Command>,
@@ -1213,12 +1213,11 @@ fn read_archive(
             .map_err(|e| StepError::new(format!("{}: {e}", path.display())))?
             .len(),
     );
-    let ours = archive::peek(path).is_ok_and(|p| p.format == archive::Format::Aegir);
     let mut imports = imports.into_iter();
     let first = imports
         .next()
         .ok_or_else(|| StepError::new("no database connection to import into"))?;
-    let extra: Vec<Command> = if ours { imports.collect() } else { Vec::new() };
+    let extra: Vec<Command> = imports.collect();
     if extra.is_empty() {
         return read_whole(path, first, untar, pairs, cancel, limits);
     }
@@ -1262,13 +1261,7 @@ fn read_archive(
         }));
     }
     // The files, and the check of the whole archive against its manifest, here.
-    let mut untar = untar
-        .map(|c| Process::spawn(c, "tar -x into the staging directory", true, false))
-        .transpose()?;
-    let tar_in: Box<dyn Write + Send> = match untar.as_mut().and_then(Process::stdin) {
-        Some(stdin) => Box::new(stdin),
-        None => Box::new(std::io::sink()),
-    };
+    let (untar, tar_in) = spawn_untar(untar)?;
     let mut sink = archive::TarSink::new(
         std::io::sink(),
         CancelWriter {
@@ -1324,6 +1317,21 @@ fn read_archive(
         lanes: reports,
         took,
     })
+}
+
+/// Starts the host's `tar -x`, if there is one, and gives the writer that feeds it (a sink
+/// when there is none, as for a restore test).
+fn spawn_untar(
+    untar: Option<Command>,
+) -> Result<(Option<Process>, Box<dyn Write + Send>), StepError> {
+    let mut untar = untar
+        .map(|c| Process::spawn(c, "tar -x into the staging directory", true, false))
+        .transpose()?;
+    let tar_in: Box<dyn Write + Send> = match untar.as_mut().and_then(Process::stdin) {
+        Some(stdin) => Box::new(stdin),
+        None => Box::new(std::io::sink()),
+    };
+    Ok((untar, tar_in))
 }
 
 /// Tells the plan that a lane has ended if its thread unwinds before it could say how.
@@ -1398,16 +1406,10 @@ fn read_whole(
     limits: archive::Limits,
 ) -> Result<Loaded, StepError> {
     let mut import = Process::spawn(import, "the database import", true, false)?;
-    let mut untar = untar
-        .map(|c| Process::spawn(c, "tar -x into the staging directory", true, false))
-        .transpose()?;
+    let (untar, tar_in) = spawn_untar(untar)?;
     let sql_in = import
         .stdin()
         .ok_or_else(|| StepError::new("the import has no input"))?;
-    let tar_in: Box<dyn Write + Send> = match untar.as_mut().and_then(Process::stdin) {
-        Some(stdin) => Box::new(stdin),
-        None => Box::new(std::io::sink()),
-    };
     let one = lanes::LaneWriter::new(sql_in, 0, lanes::Plan::new(1), cancel.clone());
     let sql = rewrite::Rewriter::new(one, pairs);
     let mut sink = archive::TarSink::new(

@@ -436,10 +436,9 @@ enum State {
     LineComment,
     BlockComment,
     BlockStar,
-    Single,
-    SingleEscape,
-    Double,
-    DoubleEscape,
+    /// In a `'...'` or `"..."` string (the quote it ends with); backslash escapes.
+    Quoted(u8),
+    QuotedEscape(u8),
     Backtick,
 }
 
@@ -458,8 +457,7 @@ impl Scanner {
             match self.state {
                 State::Code => match b {
                     b';' => return (i + 1, true),
-                    b'\'' => self.state = State::Single,
-                    b'"' => self.state = State::Double,
+                    b'\'' | b'"' => self.state = State::Quoted(b),
                     b'`' => self.state = State::Backtick,
                     b'#' => self.state = State::LineComment,
                     b'-' => self.state = State::Dash,
@@ -529,30 +527,18 @@ impl Scanner {
                     b'*' => {}
                     _ => self.state = State::BlockComment,
                 },
-                State::Single => match memchr::memchr2(b'\'', b'\\', &buf[i..]) {
+                State::Quoted(quote) => match memchr::memchr2(quote, b'\\', &buf[i..]) {
                     Some(at) => {
                         i += at;
                         self.state = if buf[i] == b'\\' {
-                            State::SingleEscape
+                            State::QuotedEscape(quote)
                         } else {
                             State::Code
                         };
                     }
                     None => return (buf.len(), false),
                 },
-                State::SingleEscape => self.state = State::Single,
-                State::Double => match memchr::memchr2(b'"', b'\\', &buf[i..]) {
-                    Some(at) => {
-                        i += at;
-                        self.state = if buf[i] == b'\\' {
-                            State::DoubleEscape
-                        } else {
-                            State::Code
-                        };
-                    }
-                    None => return (buf.len(), false),
-                },
-                State::DoubleEscape => self.state = State::Double,
+                State::QuotedEscape(quote) => self.state = State::Quoted(quote),
                 State::Backtick => match memchr::memchr(b'`', &buf[i..]) {
                     Some(at) => {
                         i += at;
