@@ -563,7 +563,10 @@ mkdir -m 0700 "$4""#
         } else {
             (1, "")
         };
-        let import_script = format!(r#"{MYSQL}exec "$my" {client_args}"$1""#);
+        // A connection prints only the answers to what aegird asks it between the dump's
+        // statements (see `backup::rows`): without column names (-N), and each at once
+        // (--unbuffered), or aegird would wait for it while it waits for aegird.
+        let import_script = format!(r#"{MYSQL}exec "$my" -N --unbuffered {client_args}"$1""#);
         let imports = (0..connections)
             .map(|_| {
                 self.t
@@ -596,13 +599,32 @@ mkdir -m 0700 "$4""#
         let cancel = CancelOnDrop::new();
         let flag = cancel.flag();
         let archive_path = PathBuf::from(&path);
+        // The rows of large plain tables load as LOAD DATA text through a second client,
+        // which reads them from its standard input: over SSH that may be a socket, which
+        // cannot be opened again as /dev/stdin, hence the pipe through cat.
+        let loader_script = format!(
+            r#"{MYSQL}set -- "$my" --local-infile=1 --default-character-set=utf8mb4 "$1" -e "$2"
+if [ -p /dev/stdin ] || [ -f /dev/stdin ]; then exec "$@"; fi
+cat | "$@""#
+        );
+        let exec = self.t.exec.clone();
+        let db = new_db.clone();
+        let loader: LoaderCommand =
+            Arc::new(move |sql: &str| exec.command("sh", &["-c", &loader_script, "sh", &db, sql]));
         let Loaded {
             report,
             stats,
             lanes,
             took,
         } = tokio::task::spawn_blocking(move || {
-            read_archive(&archive_path, imports, Some(untar), pairs, &flag)
+            read_archive(
+                &archive_path,
+                imports,
+                Some(untar),
+                pairs,
+                Some(loader),
+                &flag,
+            )
         })
         .await
         .map_err(|e| StepError::new(format!("the restore stopped: {e}")))??;
@@ -689,9 +711,22 @@ if [ -d site ]; then chown -R -h root:root site; chmod -R go-w site; echo site; 
     ) -> Result<(), StepError> {
         let loaded: u64 = lanes.iter().map(|l| l.sections).sum();
         let used = lanes.iter().filter(|l| l.sections > 0).count();
+        let as_text: Vec<&str> = lanes
+            .iter()
+            .flat_map(|l| l.as_text.iter().map(String::as_str))
+            .collect();
         cx.info(format!(
-            "{loaded} tables loaded on {used} connection{}{}",
+            "{loaded} tables loaded on {used} connection{}{}{}",
             if used == 1 { "" } else { "s" },
+            if as_text.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; the rows of {} as LOAD DATA text ({})",
+                    as_text.len(),
+                    as_text.join(", ")
+                )
+            },
             match lanes.first().and_then(|l| l.cut.as_deref()) {
                 Some(why) => format!("; the rest of the dump ran on one (serial from: {why})"),
                 None => String::new(),
@@ -946,7 +981,7 @@ rm -rf "$3" "$4""#
             let flag = cancel.flag();
             // One connection: the database is dropped right after, statistics and all.
             let Loaded { report, .. } = tokio::task::spawn_blocking(move || {
-                read_archive(&path, vec![import], None, Vec::new(), &flag)
+                read_archive(&path, vec![import], None, Vec::new(), None, &flag)
             })
             .await
             .map_err(|e| StepError::new(format!("the restore test stopped: {e}")))??;
@@ -1206,6 +1241,7 @@ fn read_archive(
     imports: Vec<Command>,
     untar: Option<Command>,
     pairs: Vec<(String, String)>,
+    loader: Option<LoaderCommand>,
     cancel: &Arc<AtomicBool>,
 ) -> Result<Loaded, StepError> {
     let limits = archive::Limits::for_archive(
@@ -1236,10 +1272,11 @@ fn read_archive(
     };
     let mut threads = Vec::new();
     for (lane, import) in std::iter::once(first).chain(extra).enumerate() {
-        let (path, plan, pairs, cancel, fail) = (
+        let (path, plan, pairs, loader, cancel, fail) = (
             path.to_path_buf(),
             plan.clone(),
             pairs.clone(),
+            loader.clone(),
             cancel.clone(),
             fail.clone(),
         );
@@ -1248,7 +1285,7 @@ fn read_archive(
             // so even if they panic.
             let mut told = TellOnDrop(plan.clone(), lane > 0);
             let started = std::time::Instant::now();
-            let loaded = load_lane(&path, import, lane, &plan, pairs, &cancel, limits)
+            let loaded = load_lane(&path, import, lane, &plan, pairs, loader, &cancel, limits)
                 .map(|(stats, report)| (stats, report, started.elapsed()));
             if let Err(e) = &loaded {
                 fail(e);
@@ -1347,22 +1384,25 @@ impl Drop for TellOnDrop {
 }
 
 /// One connection of a parallel restore: its own read of the archive's SQL, split by its
-/// `LaneWriter`, into its own `mariadb`.
+/// `LaneWriter`, into its own `mariadb` (and, with a `loader`, the rows of large plain tables
+/// into second clients, one at a time).
+#[allow(clippy::too_many_arguments)]
 fn load_lane(
     path: &Path,
     import: Command,
     lane: usize,
     plan: &Arc<lanes::Plan>,
     pairs: Vec<(String, String)>,
+    loader: Option<LoaderCommand>,
     cancel: &Arc<AtomicBool>,
     limits: archive::Limits,
 ) -> Result<(rewrite::Stats, lanes::LaneReport), StepError> {
     let what = format!("the database import (connection {})", lane + 1);
-    let mut import = Process::spawn(import, &what, true, false)?;
+    let mut import = Process::spawn(import, &what, true, loader.is_some())?;
     let stdin = import
         .stdin()
         .ok_or_else(|| StepError::new("the import has no input"))?;
-    let lane_writer = lanes::LaneWriter::new(
+    let mut lane_writer = lanes::LaneWriter::new(
         CancelWriter {
             inner: stdin,
             flag: cancel.clone(),
@@ -1371,6 +1411,14 @@ fn load_lane(
         plan.clone(),
         cancel.clone(),
     );
+    if let (Some(loader), Some(stdout)) = (loader, import.stdout()) {
+        lane_writer = lane_writer.with_loads(Box::new(ClientLoads::new(
+            stdout,
+            loader,
+            lane,
+            cancel.clone(),
+        )));
+    }
     let mut sql = rewrite::Rewriter::new(lane_writer, pairs);
     let read = archive::read_database(path, limits, &mut sql);
     if read.is_err() && sql.get_ref().stopped() {
@@ -1394,6 +1442,120 @@ fn load_lane(
     // The client's own error (a failed statement) explains a broken pipe best.
     import.wait()?;
     finished.map_err(|e| StepError::new(format!("{}: {e}", path.display())))
+}
+
+/// Makes the command of a second client that loads rows from its standard input by running
+/// the given SQL (`LOAD DATA LOCAL INFILE '/dev/stdin' ...`) in the restore's new database.
+type LoaderCommand = Arc<dyn Fn(&str) -> Command + Send + Sync>;
+
+/// A lane's connection as `lanes::Loads` needs it: the lines its client prints, and second
+/// clients for rows.
+struct ClientLoads {
+    lines: std::sync::mpsc::Receiver<String>,
+    loader: LoaderCommand,
+    lane: usize,
+    cancel: Arc<AtomicBool>,
+}
+
+impl ClientLoads {
+    fn new(
+        stdout: std::process::ChildStdout,
+        loader: LoaderCommand,
+        lane: usize,
+        cancel: Arc<AtomicBool>,
+    ) -> ClientLoads {
+        let (tx, lines) = std::sync::mpsc::channel();
+        // Read on the side, so that the client never waits on a full pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            // To the end, even with nobody listening: a client whose output is closed dies
+            // of SIGPIPE.
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        ClientLoads {
+            lines,
+            loader,
+            lane,
+            cancel,
+        }
+    }
+}
+
+impl lanes::Loads for ClientLoads {
+    fn answer(&mut self, mark: &str) -> std::io::Result<Vec<String>> {
+        use std::sync::mpsc::RecvTimeoutError;
+        loop {
+            match self
+                .lines
+                .recv_timeout(std::time::Duration::from_millis(200))
+            {
+                Ok(line) => {
+                    if let Some(fields) = line.strip_prefix(mark).and_then(|l| l.strip_prefix('\t'))
+                    {
+                        return Ok(fields.split('\t').map(str::to_string).collect());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) if self.cancel.load(Ordering::SeqCst) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::Interrupted,
+                        "the operation was stopped",
+                    ))
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(std::io::Error::other(
+                        "the database client ended before it answered",
+                    ))
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, table: &[u8], sql: &str) -> std::io::Result<Box<dyn lanes::Loader>> {
+        let what = format!(
+            "loading the rows of `{}` (connection {})",
+            String::from_utf8_lossy(table),
+            self.lane + 1
+        );
+        let mut process = Process::spawn((self.loader)(sql), &what, true, false)
+            .map_err(std::io::Error::other)?;
+        let stdin = process
+            .stdin()
+            .ok_or_else(|| std::io::Error::other(format!("{what}: no input")))?;
+        Ok(Box::new(RowLoader {
+            process,
+            stdin: CancelWriter {
+                inner: stdin,
+                flag: self.cancel.clone(),
+            },
+        }))
+    }
+}
+
+/// A second client loading one table's rows; killed if dropped before it finished.
+struct RowLoader {
+    process: Process,
+    stdin: CancelWriter<ChildStdin>,
+}
+
+impl Write for RowLoader {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stdin.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.stdin.flush()
+    }
+}
+
+impl lanes::Loader for RowLoader {
+    fn finish(self: Box<Self>) -> std::io::Result<()> {
+        let RowLoader { process, stdin } = *self;
+        drop(stdin);
+        process.wait().map_err(std::io::Error::other)
+    }
 }
 
 /// The whole archive in one pass into one connection (an Aegir 3 tarball, or a restore test).

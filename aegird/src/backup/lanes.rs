@@ -30,6 +30,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use super::rows;
+
 /// Bytes of a statement read before deciding where it goes (its first words are enough).
 const PREFIX: usize = 4096;
 /// A statement whose leading comments run longer than this is not worth parsing: a cut.
@@ -37,6 +39,9 @@ const MAX_UNDECIDED: usize = 64 * 1024;
 /// A `CREATE TABLE` is held until its end to add the table option; a longer one is passed on
 /// unchanged.
 const MAX_CREATE: usize = 1 << 20;
+/// An `INSERT` this long, the first of its table's, makes its rows worth loading as text (a
+/// second client for a few rows costs more than it saves).
+const TEXT_MIN: usize = 64 * 1024;
 /// The option added to a `CREATE TABLE` while its rows load.
 const PAUSE_STATS: &[u8] = b" STATS_AUTO_RECALC=0";
 
@@ -118,8 +123,25 @@ pub struct LaneReport {
     pub sections: u64,
     /// Tables this lane created with their statistics paused, to be set back.
     pub paused: Vec<String>,
+    /// Tables whose rows this lane loaded as `LOAD DATA` text (see `rows`).
+    pub as_text: Vec<String>,
     /// Why the dump went on serially from some point, if it did (the same for every lane).
     pub cut: Option<String>,
+}
+
+/// A second client of a lane's database, loading one table's rows from its standard input.
+pub trait Loader: Write + Send {
+    /// Ends the rows and waits until the client has loaded them.
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// What a lane needs from its connection to load rows as `LOAD DATA` text.
+pub trait Loads: Send {
+    /// The fields after `mark` of the line the lane's client printed for `SELECT 'mark',
+    /// ...`: it has then run everything written to it before.
+    fn answer(&mut self, mark: &str) -> io::Result<Vec<String>>;
+    /// Starts a client of the same database that runs `sql`, fed on its standard input.
+    fn start(&mut self, table: &[u8], sql: &str) -> io::Result<Box<dyn Loader>>;
 }
 
 /// Where the lane is in the dump.
@@ -141,6 +163,25 @@ enum Route {
     Hold,
     Forward,
     Drop,
+    /// An `INSERT` whose rows go to a [`Loader`] as text.
+    Text,
+}
+
+/// How the rows of the section this lane is loading go in.
+enum RowsAs {
+    /// As the dump's SQL, through the lane's client.
+    Sql,
+    /// Perhaps as text: the table qualifies; its first `INSERT` will tell whether it is worth
+    /// it. Its `LOCK TABLES` and `ALTER TABLE ... DISABLE KEYS` wait in `held` meanwhile.
+    Undecided(rows::Shape),
+    /// As text, through a second client.
+    Text(Box<Loading>),
+}
+
+struct Loading {
+    table: Vec<u8>,
+    text: rows::RowText,
+    loader: Box<dyn Loader>,
 }
 
 /// The error a stopped lane's writer returns, so its reader ends early.
@@ -157,6 +198,8 @@ pub struct LaneWriter<W: Write> {
     route: Route,
     /// The current statement's bytes while `Undecided` or `Hold`.
     stmt: Vec<u8>,
+    /// How much of an undecided statement to read before deciding.
+    wait_for: usize,
     /// The current section's index and table.
     section: Option<(usize, Vec<u8>)>,
     seen: HashSet<Vec<u8>>,
@@ -164,6 +207,11 @@ pub struct LaneWriter<W: Write> {
     /// Whether the dump has turned foreign key checks off (sections may then load in any
     /// order).
     fk_off: bool,
+    /// Set when rows may load as text; taken away when the server refuses LOCAL files.
+    loads: Option<Box<dyn Loads>>,
+    rows_as: RowsAs,
+    held: Vec<u8>,
+    text_out: Vec<u8>,
     report: LaneReport,
 }
 
@@ -178,12 +226,24 @@ impl<W: Write> LaneWriter<W> {
             mode: Mode::Parallel,
             route: Route::Undecided,
             stmt: Vec::new(),
+            wait_for: PREFIX,
             section: None,
             seen: HashSet::new(),
             claim: None,
             fk_off: false,
+            loads: None,
+            rows_as: RowsAs::Sql,
+            held: Vec::new(),
+            text_out: Vec::new(),
             report: LaneReport::default(),
         }
+    }
+
+    /// Loads the rows of large tables that qualify (see `rows`) through second clients
+    /// `loads` starts, as `LOAD DATA` text, instead of as SQL.
+    pub fn with_loads(mut self, loads: Box<dyn Loads>) -> Self {
+        self.loads = Some(loads);
+        self
     }
 
     /// Whether this lane stopped at a cut (its reader's error is then [`STOPPED`], no failure).
@@ -197,16 +257,24 @@ impl<W: Write> LaneWriter<W> {
 
     /// Passes on what is left and hands back the inner writer.
     pub fn finish(mut self) -> io::Result<(W, LaneReport)> {
-        if self.mode == Mode::Parallel && !self.stmt.is_empty() {
-            match self.route {
-                // The dump ends without a delimiter: only comments and blanks are harmless
-                // everywhere; a last statement runs once, as the client would run it.
-                Route::Undecided => match classify(&self.stmt, true) {
-                    Some(Class::Empty) => self.flush_stmt()?,
-                    _ => self.cut("a last statement without a delimiter".into())?,
-                },
-                Route::Hold => self.flush_stmt()?,
-                Route::Forward | Route::Drop => {}
+        if self.mode == Mode::Parallel {
+            if self.route == Route::Text {
+                return Err(io::Error::other("the dump ends inside an INSERT"));
+            }
+            self.end_text()?;
+            self.flush_held()?;
+            if !self.stmt.is_empty() {
+                match self.route {
+                    // The dump ends without a delimiter: only comments and blanks are
+                    // harmless everywhere; a last statement runs once, as the client would
+                    // run it.
+                    Route::Undecided => match classify(&self.stmt, true) {
+                        Some(Class::Empty) => self.flush_stmt()?,
+                        _ => self.cut("a last statement without a delimiter".into())?,
+                    },
+                    Route::Hold => self.flush_stmt()?,
+                    Route::Forward | Route::Drop | Route::Text => {}
+                }
             }
         }
         self.inner.flush()?;
@@ -219,12 +287,48 @@ impl<W: Write> LaneWriter<W> {
         Ok(())
     }
 
+    /// Held statements go out before one that must follow them: the rows then go in as SQL.
+    fn flush_held(&mut self) -> io::Result<()> {
+        if !self.held.is_empty() {
+            self.as_sql()?;
+        }
+        Ok(())
+    }
+
+    /// The section's rows go in as SQL after all, behind what was held.
+    fn as_sql(&mut self) -> io::Result<()> {
+        if matches!(self.rows_as, RowsAs::Undecided(_)) {
+            self.rows_as = RowsAs::Sql;
+        }
+        self.inner.write_all(&self.held)?;
+        self.held.clear();
+        Ok(())
+    }
+
+    /// The rows being loaded as text have all been read: waits for their client.
+    fn end_text(&mut self) -> io::Result<()> {
+        if !matches!(self.rows_as, RowsAs::Text(_)) {
+            return Ok(());
+        }
+        if let RowsAs::Text(loading) = std::mem::replace(&mut self.rows_as, RowsAs::Sql) {
+            let Loading { table, loader, .. } = *loading;
+            loader.finish().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("loading `{}`: {e}", String::from_utf8_lossy(&table)),
+                )
+            })?;
+        }
+        Ok(())
+    }
+
     /// From here on the dump runs on lane 0 alone, as it is.
     fn cut(&mut self, why: String) -> io::Result<()> {
         self.report.cut = Some(why);
         if self.lane == 0 {
             self.plan.wait_for_others(&self.cancel)?;
             self.mode = Mode::Serial;
+            self.flush_held()?;
             self.flush_stmt()
         } else {
             self.mode = Mode::Stopped;
@@ -242,6 +346,18 @@ impl<W: Write> LaneWriter<W> {
             }
             None => return Ok(()),
         };
+        // Rows loading as text end with the first statement that does not add to them, and
+        // held statements go out before anything that is not about their table.
+        let about_section = matches!(&class, Class::Bound { table, .. }
+            if self.section.as_ref().is_some_and(|(_, t)| t == table));
+        let more_rows = matches!(&class, Class::Bound { table, kind: Kind::Insert }
+            if matches!(&self.rows_as, RowsAs::Text(l) if &l.table == table));
+        if !more_rows {
+            self.end_text()?;
+        }
+        if !about_section {
+            self.flush_held()?;
+        }
         match class {
             Class::Empty => {
                 self.route = Route::Forward;
@@ -255,7 +371,7 @@ impl<W: Write> LaneWriter<W> {
                 self.flush_stmt()
             }
             Class::Cut(why) => self.cut(why),
-            Class::Bound { table, create } => {
+            Class::Bound { table, kind } => {
                 let current = self.section.as_ref().map(|(i, t)| (*i, t == &table));
                 let index = match current {
                     Some((i, true)) => i,
@@ -270,6 +386,7 @@ impl<W: Write> LaneWriter<W> {
                             return self.cut("foreign key checks are on".into());
                         }
                         let i = current.map_or(0, |(i, _)| i + 1);
+                        self.rows_as = RowsAs::Sql;
                         self.seen.insert(table.clone());
                         self.section = Some((i, table.clone()));
                         // Claims go out in order, and a lane claims again as soon as it has
@@ -288,22 +405,113 @@ impl<W: Write> LaneWriter<W> {
                     self.stmt.clear();
                     return Ok(());
                 }
-                if create && !ended && self.stmt.len() < MAX_CREATE {
-                    self.route = Route::Hold;
-                    return Ok(());
+                match kind {
+                    Kind::Create if !ended && self.stmt.len() < MAX_CREATE => {
+                        self.route = Route::Hold;
+                        Ok(())
+                    }
+                    Kind::Create if ended => {
+                        self.route = Route::Hold;
+                        self.end_held(&table)
+                    }
+                    Kind::Insert => self.insert(ended, table),
+                    Kind::Other if matches!(self.rows_as, RowsAs::Undecided(_)) && ended => {
+                        self.held.append(&mut self.stmt);
+                        self.route = Route::Drop;
+                        Ok(())
+                    }
+                    _ => {
+                        self.as_sql()?;
+                        self.route = Route::Forward;
+                        self.flush_stmt()
+                    }
                 }
-                if create && ended {
-                    self.route = Route::Hold;
-                    return self.end_held(&table);
-                }
-                self.route = Route::Forward;
-                self.flush_stmt()
             }
         }
     }
 
+    /// An `INSERT` of this lane's section: its rows go as SQL or as text.
+    fn insert(&mut self, ended: bool, table: Vec<u8>) -> io::Result<()> {
+        if let RowsAs::Undecided(shape) = self.rows_as {
+            // A table whose first INSERT is short has only that one: as SQL.
+            if !ended && self.stmt.len() < TEXT_MIN {
+                self.wait_for = TEXT_MIN;
+                return Ok(());
+            }
+            match values_start(&self.stmt) {
+                Some(_) if !ended => self.start_text(table, shape)?,
+                _ => self.as_sql()?,
+            }
+        }
+        if matches!(self.rows_as, RowsAs::Text(_)) {
+            let at = values_start(&self.stmt)
+                .ok_or_else(|| io::Error::other("an INSERT with a column list among rows"))?;
+            let stmt = std::mem::take(&mut self.stmt);
+            self.route = Route::Text;
+            if let RowsAs::Text(l) = &mut self.rows_as {
+                l.text.start();
+            }
+            self.feed_text(&stmt[at..])?;
+            self.stmt = stmt;
+            self.stmt.clear();
+            let done = matches!(&self.rows_as, RowsAs::Text(l) if l.text.ended());
+            if ended != done {
+                return Err(io::Error::other(
+                    "an INSERT whose rows do not end where the statement ends",
+                ));
+            }
+            return Ok(());
+        }
+        self.route = Route::Forward;
+        self.flush_stmt()
+    }
+
+    /// Asks the client where it stands (it has then created the table), and starts a second
+    /// client on the rows, unless the session cannot be repeated or LOCAL files are refused.
+    fn start_text(&mut self, table: Vec<u8>, shape: rows::Shape) -> io::Result<()> {
+        let Some(loads) = self.loads.as_mut() else {
+            return self.as_sql();
+        };
+        let mark = format!("aegir-rows-{}", self.report.as_text.len() + 1);
+        self.inner
+            .write_all(rows::session_query(&mark).as_bytes())?;
+        self.inner.flush()?;
+        let session = rows::Session::parse(&loads.answer(&mark)?);
+        let Some(session) = session.filter(|s| s.local_infile) else {
+            self.loads = None;
+            return self.as_sql();
+        };
+        let loader = loads.start(&table, &session.load_sql(&table, shape))?;
+        // The table's lock would keep the other client out; its keys are InnoDB's, which
+        // ignores DISABLE KEYS.
+        self.held.clear();
+        self.report
+            .as_text
+            .push(String::from_utf8_lossy(&table).into_owned());
+        self.rows_as = RowsAs::Text(Box::new(Loading {
+            table,
+            text: rows::RowText::new(shape.columns),
+            loader,
+        }));
+        Ok(())
+    }
+
+    fn feed_text(&mut self, piece: &[u8]) -> io::Result<()> {
+        if let RowsAs::Text(l) = &mut self.rows_as {
+            l.text.feed(piece, &mut self.text_out)?;
+            l.loader.write_all(&self.text_out)?;
+            self.text_out.clear();
+        }
+        Ok(())
+    }
+
     /// A held `CREATE TABLE` is complete: pass it on with its statistics paused if it can be.
     fn end_held(&mut self, table: &[u8]) -> io::Result<()> {
+        if self.loads.is_some() {
+            if let Some(shape) = rows::shape(&self.stmt) {
+                self.rows_as = RowsAs::Undecided(shape);
+            }
+        }
         if let Some(with_pause) = pause_stats(&self.stmt) {
             self.stmt = with_pause;
             self.report
@@ -332,9 +540,19 @@ impl<W: Write> Write for LaneWriter<W> {
             match self.route {
                 Route::Forward => self.inner.write_all(piece)?,
                 Route::Drop => {}
+                Route::Text => {
+                    self.feed_text(piece)?;
+                    let done = matches!(&self.rows_as, RowsAs::Text(l) if l.text.ended());
+                    if ended != done {
+                        return Err(io::Error::other(
+                            "an INSERT whose rows do not end where the statement ends",
+                        ));
+                    }
+                }
                 Route::Undecided | Route::Hold => {
                     self.stmt.extend_from_slice(piece);
-                    if self.route == Route::Undecided && (ended || self.stmt.len() >= PREFIX) {
+                    if self.route == Route::Undecided && (ended || self.stmt.len() >= self.wait_for)
+                    {
                         self.decide(ended)?;
                     } else if self.route == Route::Hold && (ended || self.stmt.len() >= MAX_CREATE)
                     {
@@ -354,6 +572,7 @@ impl<W: Write> Write for LaneWriter<W> {
             }
             if ended && self.mode == Mode::Parallel {
                 self.route = Route::Undecided;
+                self.wait_for = PREFIX;
                 self.stmt.clear();
             }
         }
@@ -557,6 +776,16 @@ impl Scanner {
 // Classifying: what a statement touches, from its first words
 // ---------------------------------------------------------------------------------------------
 
+/// Which statement about one table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Create,
+    /// `INSERT INTO t VALUES` (perhaps with a column list).
+    Insert,
+    /// `DROP TABLE`, `LOCK TABLES`, `ALTER TABLE ... KEYS`.
+    Other,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Class {
     /// Only comments and blanks.
@@ -565,7 +794,7 @@ enum Class {
     /// (Some(true)) or may turn them on (Some(false)).
     Session { fk: Option<bool> },
     /// Touches one table only.
-    Bound { table: Vec<u8>, create: bool },
+    Bound { table: Vec<u8>, kind: Kind },
     /// Anything else: the rest of the dump runs serially.
     Cut(String),
 }
@@ -624,7 +853,7 @@ fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
             match name {
                 Some(table) if t.at_end() => Some(Class::Bound {
                     table,
-                    create: false,
+                    kind: Kind::Other,
                 }),
                 _ => cut("a DROP TABLE of other than one table"),
             }
@@ -640,7 +869,7 @@ fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
             match name {
                 Some(table) if t.punct(b'(') => Some(Class::Bound {
                     table,
-                    create: true,
+                    kind: Kind::Create,
                 }),
                 _ => cut("a CREATE TABLE not followed by its columns"),
             }
@@ -651,7 +880,7 @@ fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
             match (name, kind.as_deref()) {
                 (Some(table), Some("WRITE" | "READ")) if t.at_end() => Some(Class::Bound {
                     table,
-                    create: false,
+                    kind: Kind::Other,
                 }),
                 _ => cut("a LOCK TABLES of other than one table"),
             }
@@ -663,7 +892,7 @@ fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
                 (Some(table), Some("DISABLE" | "ENABLE"), Some("KEYS")) if t.at_end() => {
                     Some(Class::Bound {
                         table,
-                        create: false,
+                        kind: Kind::Other,
                     })
                 }
                 _ => cut("an ALTER TABLE"),
@@ -676,7 +905,7 @@ fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
                 Some(table) if columns_ok && t.word().as_deref() == Some("VALUES") => {
                     Some(Class::Bound {
                         table,
-                        create: false,
+                        kind: Kind::Insert,
                     })
                 }
                 _ => cut("an INSERT other than INSERT INTO ... VALUES"),
@@ -686,6 +915,18 @@ fn classify(stmt: &[u8], complete: bool) -> Option<Class> {
         None => cut("a statement that does not start with a word"),
     };
     class
+}
+
+/// Where the rows of `INSERT INTO t VALUES ...` start; None with a column list.
+fn values_start(stmt: &[u8]) -> Option<usize> {
+    let mut t = Tokens { s: stmt, i: 0 };
+    (t.skip_leading()
+        && t.word().as_deref() == Some("INSERT")
+        && t.word().as_deref() == Some("INTO")
+        && t.name().is_some()
+        && !t.peek(b'(')
+        && t.word().as_deref() == Some("VALUES"))
+    .then_some(t.i)
 }
 
 /// A tiny lexer over a statement's first bytes.
@@ -963,10 +1204,10 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
 
     #[test]
     fn statements_are_classified_by_what_they_touch() {
-        let bound = |t: &str, create| {
+        let bound = |t: &str, kind| {
             Some(Class::Bound {
                 table: t.as_bytes().to_vec(),
-                create,
+                kind,
             })
         };
         let c = |s: &str| classify(s.as_bytes(), true);
@@ -985,22 +1226,30 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
         );
         assert_eq!(c("COMMIT;"), Some(Class::Session { fk: None }));
         assert_eq!(c("UNLOCK TABLES;"), Some(Class::Session { fk: None }));
-        assert_eq!(c("DROP TABLE IF EXISTS `a``b`;"), bound("a`b", false));
-        assert_eq!(c("CREATE TABLE `t` (\n `id` int);"), bound("t", true));
+        assert_eq!(c("DROP TABLE IF EXISTS `a``b`;"), bound("a`b", Kind::Other));
+        assert_eq!(
+            c("CREATE TABLE `t` (\n `id` int);"),
+            bound("t", Kind::Create)
+        );
         assert_eq!(
             c("CREATE TABLE IF NOT EXISTS t (id int);"),
-            bound("t", true)
+            bound("t", Kind::Create)
         );
-        assert_eq!(c("LOCK TABLES `t` WRITE;"), bound("t", false));
+        assert_eq!(c("LOCK TABLES `t` WRITE;"), bound("t", Kind::Other));
         assert_eq!(
             c("/*!40000 ALTER TABLE `t` DISABLE KEYS */;"),
-            bound("t", false)
+            bound("t", Kind::Other)
         );
-        assert_eq!(c("INSERT INTO `t` VALUES (1,'a');"), bound("t", false));
+        assert_eq!(
+            c("INSERT INTO `t` VALUES (1,'a');"),
+            bound("t", Kind::Insert)
+        );
         assert_eq!(
             c("INSERT INTO `t` (`id`, v) VALUES (1,'a');"),
-            bound("t", false)
+            bound("t", Kind::Insert)
         );
+        assert_eq!(values_start(b"INSERT INTO `t` VALUES (1);"), Some(22));
+        assert_eq!(values_start(b"INSERT INTO t (a) VALUES (1);"), None);
         for cut in [
             "SET GLOBAL x=1;",
             "/*!40101 SET SQL_MODE='NO_BACKSLASH_ESCAPES' */;",
@@ -1157,6 +1406,136 @@ SET AUTOCOMMIT=@OLD_AUTOCOMMIT;\n"
             "/*!50001 CREATE TABLE `v` (`a` int) ENGINE=InnoDB */;",
         ] {
             assert_eq!(p(none), None, "{none}");
+        }
+    }
+
+    /// A stand-in for a lane's connection (the e2e restore test runs the real one): answers
+    /// every mark with `session`, and keeps what each second client was given.
+    struct FakeLoads {
+        session: Vec<String>,
+        asked: Arc<Mutex<Vec<String>>>,
+        started: Arc<Mutex<Vec<Started>>>,
+    }
+
+    /// A second client's SQL, and the text it was fed.
+    type Started = (String, Arc<Mutex<Vec<u8>>>);
+
+    struct FakeLoader(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for FakeLoader {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Loader for FakeLoader {
+        fn finish(self: Box<Self>) -> io::Result<()> {
+            self.0.lock().unwrap().extend_from_slice(b"<end>");
+            Ok(())
+        }
+    }
+
+    impl Loads for FakeLoads {
+        fn answer(&mut self, mark: &str) -> io::Result<Vec<String>> {
+            self.asked.lock().unwrap().push(mark.to_string());
+            Ok(self.session.clone())
+        }
+        fn start(&mut self, _table: &[u8], sql: &str) -> io::Result<Box<dyn Loader>> {
+            let text = Arc::new(Mutex::new(Vec::new()));
+            self.started
+                .lock()
+                .unwrap()
+                .push((sql.to_string(), text.clone()));
+            Ok(Box::new(FakeLoader(text)))
+        }
+    }
+
+    #[test]
+    fn large_plain_tables_load_as_text_through_a_second_client() {
+        let many: Vec<String> = (0..3000)
+            .map(|i| format!("({i},'row {i}: tab\\t; it\\'s')"))
+            .collect();
+        let big = many.join(",");
+        assert!(big.len() > TEXT_MIN);
+        let dump = format!(
+            "{HEAD}{}{}{TAIL}",
+            table("big", &[&big, "(7000,NULL),(7001,'last')"]),
+            table("small", &["(1,'a')"])
+        );
+        let mut want = String::new();
+        for i in 0..3000 {
+            want.push_str(&format!("{i}\trow {i}: tab\\t; it's\n"));
+        }
+        want.push_str("7000\t\\N\n7001\tlast\n<end>");
+        for (local, piece) in [("1", 7), ("1", 4096), ("0", 4096)] {
+            let session: Vec<String> = [
+                "NO_AUTO_VALUE_ON_ZERO",
+                "+00:00",
+                "0",
+                "0",
+                "utf8mb4",
+                local,
+            ]
+            .map(String::from)
+            .to_vec();
+            let loads = FakeLoads {
+                session,
+                asked: Arc::default(),
+                started: Arc::default(),
+            };
+            let (asked, started) = (loads.asked.clone(), loads.started.clone());
+            let mut w = LaneWriter::new(
+                Vec::new(),
+                0,
+                Plan::new(1),
+                Arc::new(AtomicBool::new(false)),
+            )
+            .with_loads(Box::new(loads));
+            for chunk in dump.as_bytes().chunks(piece) {
+                w.write_all(chunk).unwrap();
+            }
+            let (out, report) = w.finish().unwrap();
+            let out = String::from_utf8(out).unwrap();
+            // One question, for the big table only; a refusal stops the questions.
+            assert_eq!(*asked.lock().unwrap(), vec!["aegir-rows-1".to_string()]);
+            assert!(
+                out.contains("SELECT 'aegir-rows-1', @@SESSION.sql_mode"),
+                "{out}"
+            );
+            assert!(
+                out.contains("INSERT INTO `small` VALUES\n(1,'a');"),
+                "{out}"
+            );
+            assert!(out.contains("LOCK TABLES `small` WRITE;"), "{out}");
+            assert!(out.contains("ALTER TABLE `big` ENABLE KEYS"), "{out}");
+            let started = started.lock().unwrap();
+            if local == "1" {
+                assert_eq!(report.as_text, vec!["big".to_string()]);
+                assert_eq!(started.len(), 1);
+                assert!(started[0]
+                    .0
+                    .contains("INTO TABLE `big` CHARACTER SET binary"));
+                assert_eq!(String::from_utf8_lossy(&started[0].1.lock().unwrap()), want);
+                // Its lock would shut the second client out; its rows went there.
+                assert!(!out.contains("LOCK TABLES `big`"), "{out}");
+                assert!(!out.contains("INSERT INTO `big`"), "{out}");
+                // The mark comes after the table exists, the rest after the rows are in.
+                let mark = out.find("aegir-rows-1").unwrap();
+                assert!(out.find("CREATE TABLE `big`").unwrap() < mark);
+            } else {
+                assert!(report.as_text.is_empty());
+                assert!(started.is_empty());
+                assert!(out.contains("LOCK TABLES `big` WRITE;"), "{out}");
+                assert!(
+                    out.contains(&format!("INSERT INTO `big` VALUES\n{big};")),
+                    "{out}"
+                );
+            }
+            assert_eq!(report.sections, 2);
         }
     }
 

@@ -139,11 +139,21 @@ fn wordpress_backup_restore_clone_and_aegir3_tarball() {
          VALUES ('aegir_test_text', 'Ünïcødé ✓ 日本 it''s; a \\\\ back\\slash\ttab', 'no')"
     ));
     // A table larger than WordPress's own, last in name order: backups dump the largest
-    // table first, so that a restore's longest load starts at once.
+    // table first, so that a restore's longest load starts at once. Its rows, and those of a
+    // table with a latin1 column, are large enough to load as LOAD DATA text: every kind of
+    // value, and text with every byte that text must escape, must come back exactly.
     mysql(&format!(
-        "CREATE TABLE `{key_a}`.wp_zz_bulk (id INT PRIMARY KEY, body TEXT) ENGINE=InnoDB; \
-         INSERT INTO `{key_a}`.wp_zz_bulk SELECT seq, REPEAT('bulk; text ', 100) FROM `{key_a}`.seq_1_to_3000; \
-         ANALYZE TABLE `{key_a}`.wp_zz_bulk"
+        "CREATE TABLE `{key_a}`.wp_zz_bulk (id INT PRIMARY KEY, body TEXT, note VARCHAR(200) NULL, \
+           amount DECIMAL(10,2), ratio DOUBLE, at DATETIME, kind ENUM('a','b')) ENGINE=InnoDB; \
+         INSERT INTO `{key_a}`.wp_zz_bulk SELECT seq, REPEAT('bulk; text ', 100), \
+           IF(seq % 3 = 0, NULL, CONCAT('Ünï ✓ 日本 it''s \"q\" \\\\ \\\\N %_ ', CHAR(9), CHAR(10), CHAR(13), \
+             CHAR(0 USING utf8mb4), CHAR(26 USING utf8mb4), seq)), \
+           seq * -1.25, seq / 7, '2024-01-01' + INTERVAL seq SECOND, IF(seq % 2, 'a', 'b') \
+           FROM `{key_a}`.seq_1_to_3000; \
+         CREATE TABLE `{key_a}`.wp_zz_latin (id INT PRIMARY KEY, name VARCHAR(100) CHARACTER SET latin1) \
+           ENGINE=InnoDB DEFAULT CHARSET=utf8mb4; \
+         INSERT INTO `{key_a}`.wp_zz_latin SELECT seq, CONCAT(REPEAT('café ', 15), seq) FROM `{key_a}`.seq_1_to_1500; \
+         ANALYZE TABLE `{key_a}`.wp_zz_bulk, `{key_a}`.wp_zz_latin"
     ));
     let dumped = tables_and_checksums(&key_a);
 
@@ -203,6 +213,14 @@ fn wordpress_backup_restore_clone_and_aegir3_tarball() {
         "{tables} tables: {out}"
     );
     assert!(out.contains("set back automatic statistics"), "{out}");
+    let as_text = out
+        .lines()
+        .find(|l| l.contains("as LOAD DATA text"))
+        .unwrap_or_else(|| panic!("no rows loaded as text: {out}"));
+    assert!(
+        as_text.contains("wp_zz_bulk") && as_text.contains("wp_zz_latin"),
+        "{as_text}"
+    );
     let (status, page) = http_get(&a, "/wp-content/uploads/note.txt");
     assert_eq!(status, 200, "{page}");
     assert!(page.ends_with("before"), "{page}");
