@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use serde_json::{json, Value};
 
 use super::env::{Target, MYSQL};
+use super::executor::HostExecutor;
 use super::layout;
 use crate::backup::{archive, lanes, retention, rewrite};
 use crate::engine::{Step, StepContext, StepError};
@@ -599,18 +600,11 @@ mkdir -m 0700 "$4""#
         let cancel = CancelOnDrop::new();
         let flag = cancel.flag();
         let archive_path = PathBuf::from(&path);
-        // The rows of large plain tables load as LOAD DATA text through a second client,
-        // which reads them from its standard input: over SSH that may be a socket, which
-        // cannot be opened again as /dev/stdin, hence the pipe through cat.
-        let loader_script = format!(
-            r#"{MYSQL}set -- "$my" --local-infile=1 --default-character-set=utf8mb4 "$1" -e "$2"
-if [ -p /dev/stdin ] || [ -f /dev/stdin ]; then exec "$@"; fi
-cat | "$@""#
-        );
+        // The rows of large plain tables load as LOAD DATA text through a second client.
         let exec = self.t.exec.clone();
         let db = new_db.clone();
         let loader: LoaderCommand =
-            Arc::new(move |sql: &str| exec.command("sh", &["-c", &loader_script, "sh", &db, sql]));
+            Arc::new(move |sql: &str| row_loader_command(exec.as_ref(), &db, sql));
         let Loaded {
             report,
             stats,
@@ -1442,6 +1436,18 @@ fn load_lane(
     // The client's own error (a failed statement) explains a broken pipe best.
     import.wait()?;
     finished.map_err(|e| StepError::new(format!("{}: {e}", path.display())))
+}
+
+/// A client of `db` on the host that runs `sql`, whose `LOAD DATA LOCAL INFILE '/dev/stdin'`
+/// reads the command's standard input. Over SSH that input may be a socket, which cannot be
+/// opened again as /dev/stdin: it then goes through a pipe from cat.
+pub fn row_loader_command(exec: &dyn HostExecutor, db: &str, sql: &str) -> Command {
+    let script = format!(
+        r#"{MYSQL}set -- "$my" --local-infile=1 --default-character-set=utf8mb4 "$1" -e "$2"
+if [ -p /dev/stdin ] || [ -f /dev/stdin ]; then exec "$@"; fi
+cat | "$@""#
+    );
+    exec.command("sh", &["-c", &script, "sh", db, sql])
 }
 
 /// Makes the command of a second client that loads rows from its standard input by running

@@ -168,3 +168,67 @@ async fn files_go_over_the_same_ssh_connection() {
     assert_eq!(sockets, 1);
     keys.close_connections().await;
 }
+
+/// The second client a restore loads a large table's rows with (`LOAD DATA LOCAL INFILE
+/// '/dev/stdin'`) reads them over SSH too, where its standard input is the SSH channel.
+#[tokio::test]
+async fn rows_load_as_text_over_ssh() {
+    use aegird::backend::SshKeys;
+    use aegird::backup::rows::{Session, Shape};
+    use std::io::Write;
+    let host = NetnsHost::start();
+    let state = tempfile::tempdir().unwrap();
+    let keys = SshKeys::new(state.path().join("ssh"));
+    host.authorize(&keys.public_key().await.unwrap());
+    let pin = keys.scan_host_key(&host.addr, 22).await.unwrap();
+    let exec = keys.executor(1, "root", &host.addr, 22, &pin).unwrap();
+    let db = aegir_tests::unique("rows_ssh").replace('-', "_");
+    let sql = |q: &str| {
+        let out = std::process::Command::new("mariadb")
+            .args(["-N", "-B", "-e", q])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    sql(&format!(
+        "CREATE DATABASE `{db}` CHARACTER SET utf8mb4; CREATE TABLE `{db}`.t (id INT PRIMARY KEY, v TEXT) ENGINE=InnoDB"
+    ));
+    let fields: Vec<String> = ["NO_AUTO_VALUE_ON_ZERO", "+00:00", "0", "0", "utf8mb4", "1"]
+        .map(String::from)
+        .to_vec();
+    let load = Session::parse(&fields).unwrap().load_sql(
+        b"t",
+        Shape {
+            columns: 2,
+            utf8mb4: true,
+        },
+    );
+    let mut cmd = aegird::backend::backup::row_loader_command(&exec, &db, &load);
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..20_000 {
+        writeln!(stdin, "{i}\tover ssh: ✓ tab\\there").unwrap();
+    }
+    stdin.write_all(b"20000\t\\N\n").unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let loaded = sql(&format!(
+        "SELECT COUNT(*), SUM(v IS NULL), MAX(v) FROM `{db}`.t"
+    ));
+    sql(&format!("DROP DATABASE `{db}`"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(loaded, "20001\t1\tover ssh: ✓ tab\\there\n");
+}
