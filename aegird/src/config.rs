@@ -61,7 +61,8 @@ pub struct FileBackups {
     pub check_every: Option<String>,
     /// Which scheduled backups are kept (restic's forget rules).
     pub retention: Option<crate::backup::retention::Policy>,
-    /// zstd compression level, 1 (fastest) to 19 (smallest).
+    /// zstd compression level of the files, 1 (fastest) to 19 (smallest); the dump's is this
+    /// or 3, whichever is lower.
     pub level: Option<i32>,
 }
 
