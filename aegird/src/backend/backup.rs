@@ -1265,21 +1265,22 @@ fn read_archive(
         }
     };
     let mut threads = Vec::new();
+    let shared = Shared {
+        path: path.to_path_buf(),
+        plan: plan.clone(),
+        pairs,
+        loader,
+        cancel: cancel.clone(),
+        limits,
+    };
     for (lane, import) in std::iter::once(first).chain(extra).enumerate() {
-        let (path, plan, pairs, loader, cancel, fail) = (
-            path.to_path_buf(),
-            plan.clone(),
-            pairs.clone(),
-            loader.clone(),
-            cancel.clone(),
-            fail.clone(),
-        );
+        let (shared, plan, fail) = (shared.clone(), plan.clone(), fail.clone());
         threads.push(std::thread::spawn(move || {
             // Lane 0 waits at a cut for the others to say they have ended: they must say
             // so even if they panic.
             let mut told = TellOnDrop(plan.clone(), lane > 0);
             let started = std::time::Instant::now();
-            let loaded = load_lane(&path, import, lane, &plan, pairs, loader, &cancel, limits)
+            let loaded = load_lane(&shared, import, lane)
                 .map(|(stats, report)| (stats, report, started.elapsed()));
             if let Err(e) = &loaded {
                 fail(e);
@@ -1377,20 +1378,35 @@ impl Drop for TellOnDrop {
     }
 }
 
+/// What every connection of one parallel restore is given.
+#[derive(Clone)]
+struct Shared {
+    path: PathBuf,
+    plan: Arc<lanes::Plan>,
+    /// The URL rewrite, if any.
+    pairs: Vec<(String, String)>,
+    loader: Option<LoaderCommand>,
+    cancel: Arc<AtomicBool>,
+    limits: archive::Limits,
+}
+
 /// One connection of a parallel restore: its own read of the archive's SQL, split by its
 /// `LaneWriter`, into its own `mariadb` (and, with a `loader`, the rows of large plain tables
 /// into second clients, one at a time).
-#[allow(clippy::too_many_arguments)]
 fn load_lane(
-    path: &Path,
+    shared: &Shared,
     import: Command,
     lane: usize,
-    plan: &Arc<lanes::Plan>,
-    pairs: Vec<(String, String)>,
-    loader: Option<LoaderCommand>,
-    cancel: &Arc<AtomicBool>,
-    limits: archive::Limits,
 ) -> Result<(rewrite::Stats, lanes::LaneReport), StepError> {
+    let Shared {
+        path,
+        plan,
+        pairs,
+        loader,
+        cancel,
+        limits,
+    } = shared.clone();
+    let path = path.as_path();
     let what = format!("the database import (connection {})", lane + 1);
     let mut import = Process::spawn(import, &what, true, loader.is_some())?;
     let stdin = import
@@ -1474,11 +1490,14 @@ impl ClientLoads {
         // Read on the side, so that the client never waits on a full pipe.
         std::thread::spawn(move || {
             use std::io::BufRead;
-            // To the end, even with nobody listening: a client whose output is closed dies
-            // of SIGPIPE.
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
+            // To the end, even with nobody listening or bytes that are not UTF-8: a client
+            // whose output is closed dies of SIGPIPE.
+            let mut out = std::io::BufReader::new(stdout);
+            let mut line = Vec::new();
+            while matches!(out.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                let _ = tx.send(text.trim_end_matches(['\n', '\r']).to_string());
+                line.clear();
             }
         });
         ClientLoads {

@@ -115,15 +115,27 @@ async fn a_server_over_ssh_is_pinned_verified_and_refused_when_its_key_changes()
     );
 }
 
-#[tokio::test]
-async fn files_go_over_the_same_ssh_connection() {
-    use aegird::backend::{HostExecutor, SshKeys};
-    let host = NetnsHost::start();
+/// An executor for `host`, whose sshd trusts its key (the state directory holds the key).
+async fn authorized_executor(
+    host: &NetnsHost,
+) -> (
+    tempfile::TempDir,
+    aegird::backend::SshKeys,
+    aegird::backend::ssh::SshExecutor,
+) {
     let state = tempfile::tempdir().unwrap();
-    let keys = SshKeys::new(state.path().join("ssh"));
+    let keys = aegird::backend::SshKeys::new(state.path().join("ssh"));
     host.authorize(&keys.public_key().await.unwrap());
     let pin = keys.scan_host_key(&host.addr, 22).await.unwrap();
     let exec = keys.executor(1, "root", &host.addr, 22, &pin).unwrap();
+    (state, keys, exec)
+}
+
+#[tokio::test]
+async fn files_go_over_the_same_ssh_connection() {
+    use aegird::backend::HostExecutor;
+    let host = NetnsHost::start();
+    let (state, keys, exec) = authorized_executor(&host).await;
 
     // The namespace host shares this machine's files, so what it writes is seen here.
     let there = tempfile::tempdir().unwrap();
@@ -173,15 +185,10 @@ async fn files_go_over_the_same_ssh_connection() {
 /// '/dev/stdin'`) reads them over SSH too, where its standard input is the SSH channel.
 #[tokio::test]
 async fn rows_load_as_text_over_ssh() {
-    use aegird::backend::SshKeys;
     use aegird::backup::rows::{Session, Shape};
     use std::io::Write;
     let host = NetnsHost::start();
-    let state = tempfile::tempdir().unwrap();
-    let keys = SshKeys::new(state.path().join("ssh"));
-    host.authorize(&keys.public_key().await.unwrap());
-    let pin = keys.scan_host_key(&host.addr, 22).await.unwrap();
-    let exec = keys.executor(1, "root", &host.addr, 22, &pin).unwrap();
+    let (_state, _keys, exec) = authorized_executor(&host).await;
     let db = aegir_tests::unique("rows_ssh").replace('-', "_");
     let sql = |q: &str| {
         let out = std::process::Command::new("mariadb")
