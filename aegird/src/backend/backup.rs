@@ -1056,6 +1056,11 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// What a read or write of an abandoned step fails with.
+fn stopped() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Interrupted, "the operation was stopped")
+}
+
 /// A reader that fails once the step is abandoned.
 struct Cancellable<R> {
     inner: R,
@@ -1065,10 +1070,7 @@ struct Cancellable<R> {
 impl<R: Read> Read for Cancellable<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.flag.load(Ordering::SeqCst) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "the operation was stopped",
-            ));
+            return Err(stopped());
         }
         self.inner.read(buf)
     }
@@ -1280,7 +1282,7 @@ fn read_archive(
             // so even if they panic.
             let mut told = TellOnDrop(plan.clone(), lane > 0);
             let started = std::time::Instant::now();
-            let loaded = load_lane(&shared, import, lane)
+            let loaded = load_lane(shared, import, lane)
                 .map(|(stats, report)| (stats, report, started.elapsed()));
             if let Err(e) = &loaded {
                 fail(e);
@@ -1394,7 +1396,7 @@ struct Shared {
 /// `LaneWriter`, into its own `mariadb` (and, with a `loader`, the rows of large plain tables
 /// into second clients, one at a time).
 fn load_lane(
-    shared: &Shared,
+    shared: Shared,
     import: Command,
     lane: usize,
 ) -> Result<(rewrite::Stats, lanes::LaneReport), StepError> {
@@ -1405,7 +1407,7 @@ fn load_lane(
         loader,
         cancel,
         limits,
-    } = shared.clone();
+    } = shared;
     let path = path.as_path();
     let what = format!("the database import (connection {})", lane + 1);
     let mut import = Process::spawn(import, &what, true, loader.is_some())?;
@@ -1524,10 +1526,7 @@ impl lanes::Loads for ClientLoads {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) if self.cancel.load(Ordering::SeqCst) => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::Interrupted,
-                        "the operation was stopped",
-                    ))
+                    return Err(stopped())
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
@@ -1648,10 +1647,7 @@ struct CancelWriter<W> {
 impl<W: Write> Write for CancelWriter<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         if self.flag.load(Ordering::SeqCst) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::Interrupted,
-                "the operation was stopped",
-            ));
+            return Err(stopped());
         }
         self.inner.write(buf)
     }

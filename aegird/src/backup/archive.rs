@@ -347,10 +347,7 @@ impl Writer {
         if self.failed || self.database.is_some() || self.tree_started {
             return Err(misuse("add_database must be called once, before add_tree"));
         }
-        let result = self
-            .set_level(self.level.min(SQL_LEVEL))
-            .and_then(|()| self.write_database(dump))
-            .and_then(|total| self.set_level(self.level).map(|()| total));
+        let result = self.write_database(dump);
         self.failed = result.is_err();
         result
     }
@@ -358,9 +355,6 @@ impl Writer {
     /// The zstd level from the next member on (with workers only: zstd takes a new level
     /// within a frame at its next job, which the flush starts).
     fn set_level(&mut self, level: i32) -> Result<(), ArchiveError> {
-        if !self.multithreaded {
-            return Ok(());
-        }
         let context = self.write_context();
         let encoder = self.builder()?.get_mut();
         encoder.flush().map_err(io_error(&context))?;
@@ -370,6 +364,11 @@ impl Writer {
     }
 
     fn write_database(&mut self, dump: &mut dyn Read) -> Result<u64, ArchiveError> {
+        // Only a level above the dump's needs switching (each switch ends a zstd job early).
+        let switch = self.multithreaded && self.level > SQL_LEVEL;
+        if switch {
+            self.set_level(SQL_LEVEL)?;
+        }
         let chunk_size = self.chunk_size as u64;
         let mut hasher = Sha256::new();
         let mut buf = Vec::new();
@@ -405,6 +404,9 @@ impl Writer {
             size: total,
             sha256: crate::hex::encode(&hasher.finalize()),
         });
+        if switch {
+            self.set_level(self.level)?;
+        }
         Ok(total)
     }
 

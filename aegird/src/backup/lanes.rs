@@ -307,17 +307,30 @@ impl<W: Write> LaneWriter<W> {
 
     /// The rows being loaded as text have all been read: waits for their client.
     fn end_text(&mut self) -> io::Result<()> {
-        if !matches!(self.rows_as, RowsAs::Text(_)) {
-            return Ok(());
+        match std::mem::replace(&mut self.rows_as, RowsAs::Sql) {
+            RowsAs::Text(loading) => {
+                let Loading { table, loader, .. } = *loading;
+                loader.finish().map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("loading `{}`: {e}", String::from_utf8_lossy(&table)),
+                    )
+                })
+            }
+            other => {
+                self.rows_as = other;
+                Ok(())
+            }
         }
-        if let RowsAs::Text(loading) = std::mem::replace(&mut self.rows_as, RowsAs::Sql) {
-            let Loading { table, loader, .. } = *loading;
-            loader.finish().map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("loading `{}`: {e}", String::from_utf8_lossy(&table)),
-                )
-            })?;
+    }
+
+    /// The converter and the splitter must agree on where an `INSERT` ends.
+    fn check_rows_end(&self, ended: bool) -> io::Result<()> {
+        let done = matches!(&self.rows_as, RowsAs::Text(l) if l.text.ended());
+        if ended != done {
+            return Err(io::Error::other(
+                "an INSERT whose rows do not end where the statement ends",
+            ));
         }
         Ok(())
     }
@@ -432,20 +445,27 @@ impl<W: Write> LaneWriter<W> {
 
     /// An `INSERT` of this lane's section: its rows go as SQL or as text.
     fn insert(&mut self, ended: bool, table: Vec<u8>) -> io::Result<()> {
-        if let RowsAs::Undecided(shape) = self.rows_as {
-            // A table whose first INSERT is short has only that one: as SQL.
-            if !ended && self.stmt.len() < TEXT_MIN {
-                self.wait_for = TEXT_MIN;
-                return Ok(());
-            }
-            match values_start(&self.stmt) {
+        let undecided = match self.rows_as {
+            RowsAs::Undecided(shape) => Some(shape),
+            _ => None,
+        };
+        // A table whose first INSERT is short has only that one: as SQL.
+        if undecided.is_some() && !ended && self.stmt.len() < TEXT_MIN {
+            self.wait_for = TEXT_MIN;
+            return Ok(());
+        }
+        let values = values_start(&self.stmt);
+        if let Some(shape) = undecided {
+            match values {
                 Some(_) if !ended => self.start_text(table, shape)?,
                 _ => self.as_sql()?,
             }
         }
         if matches!(self.rows_as, RowsAs::Text(_)) {
-            let at = values_start(&self.stmt)
+            let at = values
                 .ok_or_else(|| io::Error::other("an INSERT with a column list among rows"))?;
+            // Taken out to be fed from while `self` is borrowed, then put back for its
+            // allocation.
             let stmt = std::mem::take(&mut self.stmt);
             self.route = Route::Text;
             if let RowsAs::Text(l) = &mut self.rows_as {
@@ -454,13 +474,7 @@ impl<W: Write> LaneWriter<W> {
             self.feed_text(&stmt[at..])?;
             self.stmt = stmt;
             self.stmt.clear();
-            let done = matches!(&self.rows_as, RowsAs::Text(l) if l.text.ended());
-            if ended != done {
-                return Err(io::Error::other(
-                    "an INSERT whose rows do not end where the statement ends",
-                ));
-            }
-            return Ok(());
+            return self.check_rows_end(ended);
         }
         self.route = Route::Forward;
         self.flush_stmt()
@@ -542,12 +556,7 @@ impl<W: Write> Write for LaneWriter<W> {
                 Route::Drop => {}
                 Route::Text => {
                     self.feed_text(piece)?;
-                    let done = matches!(&self.rows_as, RowsAs::Text(l) if l.text.ended());
-                    if ended != done {
-                        return Err(io::Error::other(
-                            "an INSERT whose rows do not end where the statement ends",
-                        ));
-                    }
+                    self.check_rows_end(ended)?;
                 }
                 Route::Undecided | Route::Hold => {
                     self.stmt.extend_from_slice(piece);
